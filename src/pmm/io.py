@@ -1,0 +1,125 @@
+"""The on-disk formats of pmm, all written atomically (temporary name, then rename).
+
+- Masks (ground truth, pseudo-masks, predictions): palette PNG with the VOC palette, values are
+  class ids, 255 = ignore. Any viewer shows them in VOC colours.
+- Images: RGB JPEG/PNG read as HxWx3 uint8.
+- CAMs: ``.npz`` with ``cams`` (KxHxW float16 in [0, 1], the K labelled classes) and
+  ``labels`` (K int class ids, 1-based like the masks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from pmm.errors import PmmError
+
+
+def voc_palette(num_colors: int = 256) -> list[int]:
+    """The standard PASCAL VOC colour map, flattened ``[r0, g0, b0, r1, ...]``."""
+    palette = []
+    for index in range(num_colors):
+        red = green = blue = 0
+        code = index
+        for bit in range(8):
+            red |= ((code >> 0) & 1) << (7 - bit)
+            green |= ((code >> 1) & 1) << (7 - bit)
+            blue |= ((code >> 2) & 1) << (7 - bit)
+            code >>= 3
+        palette += [red, green, blue]
+    return palette
+
+
+VOC_PALETTE = voc_palette()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(handle)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
+    """Write an HxW uint8 label map as a VOC-palette PNG, atomically."""
+    if mask.ndim != 2:
+        raise ValueError(f"save_mask({path}): expected an HxW label map, got shape {mask.shape}")
+    image = Image.fromarray(mask.astype(np.uint8), mode="P")
+    image.putpalette(VOC_PALETTE)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def load_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a label PNG as HxW uint8 class ids. Palette PNGs give indices; greyscale gives values."""
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("P", "L", "I", "I;16"):
+                raise PmmError(
+                    f"{path}: mask is an {image.mode} image; expected a palette (P) or greyscale (L) PNG "
+                    "whose pixel values are class ids (VOC SegmentationClass format)"
+                )
+            return np.asarray(image, dtype=np.uint8).copy()
+    except FileNotFoundError:
+        raise PmmError(f"{path}: mask file not found") from None
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image as HxWx3 uint8 RGB."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    except FileNotFoundError:
+        raise PmmError(f"{path}: image file not found") from None
+
+
+def save_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> None:
+    """Write an HxWx3 uint8 RGB image (JPEG or PNG by suffix), atomically."""
+    path = Path(path)
+    fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format=fmt, **({"quality": quality} if fmt == "JPEG" else {}))
+
+
+def save_cams(path: str | os.PathLike, cams: np.ndarray, labels: np.ndarray) -> None:
+    """Write the KxHxW CAMs of one image and their 1-based class ids, atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, cams=cams.astype(np.float16), labels=np.asarray(labels, dtype=np.int64))
+
+
+def load_cams(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read CAMs written by :func:`save_cams` as (KxHxW float32, K int64 labels)."""
+    with np.load(path) as data:
+        return data["cams"].astype(np.float32), data["labels"]
+
+
+def write_json(path: str | os.PathLike, payload: dict) -> None:
+    """Write JSON atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def update_json(path: str | os.PathLike, updates: dict) -> dict:
+    """Merge ``updates`` into the JSON object at ``path`` (created if missing); return the result."""
+    path = Path(path)
+    payload = json.loads(path.read_text()) if path.exists() else {}
+    payload.update(updates)
+    write_json(path, payload)
+    return payload
