@@ -1,0 +1,1 @@
+"""Datasets: the VOC-layout reader, the embedded synthetic dataset, transforms and datamodules."""
