@@ -1,0 +1,5 @@
+"""Training losses."""
+
+from pmm.losses.puf import PUF_MODES, PUFLoss, bound_losses, masked_mean, puf_loss
+
+__all__ = ["PUF_MODES", "PUFLoss", "bound_losses", "masked_mean", "puf_loss"]
