@@ -22,6 +22,16 @@ from PIL import Image
 from pmm.errors import PmmError
 
 
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+# mkstemp creates owner-only files; outputs should get the permissions a plain open() would give.
+_FILE_MODE = _default_file_mode()
+
+
 def voc_palette(num_colors: int = 256) -> list[int]:
     """The standard PASCAL VOC colour map, flattened ``[r0, g0, b0, r1, ...]``."""
     palette = []
@@ -47,6 +57,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
     os.close(handle)
+    os.chmod(tmp_name, _FILE_MODE)
     tmp = Path(tmp_name)
     try:
         yield tmp
