@@ -79,3 +79,21 @@ class InferenceDataset(Dataset):
 def list_collate(batch: list[dict]) -> list[dict]:
     """Keep inference samples as a list: images differ in size, the model groups equal sizes."""
     return batch
+
+
+class EvalDataset(Dataset):
+    """Whole uint8 images with their ground-truth masks (validation of the segmenter)."""
+
+    def __init__(self, split: VOCSplit) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> dict:
+        image_id = self.split.ids[index]
+        return {
+            "image_uint8": torch.from_numpy(self.split.load_image(image_id)),
+            "mask": torch.from_numpy(self.split.load_mask(image_id)).long(),
+            "index": index,
+        }

@@ -1,0 +1,1 @@
+"""The CAM stage: classifier network, Lightning module, multi-scale inference and evaluation."""

@@ -1,0 +1,33 @@
+"""Scoring a folder of palette-PNG masks (pseudo-masks or predictions) against a split's ground truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pmm.data.voc import VOCSplit
+from pmm.errors import PmmError
+from pmm.io import load_mask
+from pmm.metrics import confusion_matrix, segmentation_report
+
+
+def score_mask_folder(split: VOCSplit, folder: str | Path, desc: str = "scoring") -> dict:
+    """One confusion matrix over every id of ``split``: ``folder/<id>.png`` against the ground truth.
+
+    Returns :func:`pmm.metrics.segmentation_report` plus ``split`` and ``num_images``.
+    """
+    folder = Path(folder)
+    total = np.zeros((split.num_classes, split.num_classes), dtype=np.int64)
+    for image_id in tqdm(split.ids, desc=desc, leave=False):
+        path = folder / f"{image_id}.png"
+        if not path.is_file():
+            raise PmmError(f"{path}: mask missing for a listed image; the folder must hold one PNG per id of '{split.split}'")
+        prediction, target = load_mask(path), split.load_mask(image_id)
+        if prediction.shape != target.shape:
+            raise PmmError(f"{path}: mask is {prediction.shape} but the ground truth is {target.shape}")
+        total += confusion_matrix(prediction, target, split.num_classes)
+    report = segmentation_report(total, list(split.class_names))
+    report.update(split=split.split, num_images=len(split))
+    return report

@@ -1,0 +1,90 @@
+"""Entry point: ``python -m pmm.run stage=cam|pseudo|seg|eval|all [overrides]``.
+
+Builds the run context, runs the stages in order, writes ``metrics.json`` and returns the metric a
+sweep optimises. Bad input stops the run with one line naming the file or key and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+
+# Lightning's own import-time warnings are noise here; silence before it is imported.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+import hydra  # noqa: E402
+import pytorch_lightning as pl  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from pmm.context import RunContext  # noqa: E402
+from pmm.errors import PmmError  # noqa: E402
+
+log = logging.getLogger("pmm")
+
+# Each stage entry point, in pipeline order; `all` runs them one after another in one run directory.
+PIPELINES: dict[str, tuple[str, ...]] = {
+    "cam": ("cam",),
+    "pseudo": ("pseudo",),
+    "seg": ("seg",),
+    "eval": ("eval",),
+    "all": ("cam", "pseudo", "seg"),
+}
+HEADLINE = {"cam": "cam_miou", "pseudo": "pseudo_miou", "seg": "val_miou", "eval": "val_miou", "all": "val_miou"}
+
+
+def stage_runner(name: str):
+    import importlib
+
+    return importlib.import_module(f"pmm.stages.{name}").run
+
+
+def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
+    """Run the stages ``cfg.stage`` names into ``run_dir``; return the run's metrics."""
+    if cfg.stage not in PIPELINES:
+        raise PmmError(f"stage={cfg.stage}: unknown stage; choose one of {', '.join(PIPELINES)}")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    ctx = RunContext(cfg, run_dir)
+    ctx.prepare_data()
+    train_split, val_split = ctx.train_split, ctx.val_split  # index and check the data before any work
+    ctx.record(
+        stage=cfg.stage,
+        data_root=str(ctx.data_root),
+        num_classes=ctx.num_classes,
+        class_names=list(ctx.class_names),
+        train_split=train_split.split,
+        val_split=val_split.split,
+        num_train_images=len(train_split),
+        num_val_images=len(val_split),
+        seed=cfg.seed,
+    )
+    for name in PIPELINES[cfg.stage]:
+        stage_runner(name)(ctx)
+    return ctx.read_metrics()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode.name == "MULTIRUN"
+    try:
+        metrics = run_pipeline(cfg, run_dir)
+    except PmmError as error:
+        if multirun:  # one bad point must not end the sweep
+            log.error("run %s failed: %s", run_dir, error)
+            return math.nan
+        print(f"pmm: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    key = cfg.optimized_metric or HEADLINE[cfg.stage]
+    value = metrics.get(key)
+    shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    log.info("metrics (%s): %s", run_dir / "metrics.json", ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Cyclic Pseudo-mask (METHOD.md section 4): the segmenter's own predictions become the next masks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from tqdm import tqdm
+
+from pmm.data.voc import VOCSplit
+from pmm.io import save_mask
+from pmm.seg.inference import predict_probs, probs_to_mask, restrict_to_labels
+
+log = logging.getLogger("pmm")
+
+
+def segment_images(
+    net,
+    images: list[np.ndarray],
+    num_classes: int,
+    labels: Sequence[Sequence[int]] | None = None,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    crf: bool = False,
+    mode: str = "whole",
+    window: int = 512,
+    stride: int = 480,
+    device: torch.device | str = "cpu",
+) -> list[np.ndarray]:
+    """Label maps for a list of HxWx3 uint8 images; equal-size images run as one batch.
+
+    ``labels`` (the image-level labels) restricts each prediction to background + those classes.
+    """
+    masks: list[np.ndarray | None] = [None] * len(images)
+    by_size: dict[tuple, list[int]] = {}
+    for position, image in enumerate(images):
+        by_size.setdefault(image.shape[:2], []).append(position)
+    for positions in by_size.values():
+        batch = torch.from_numpy(np.stack([images[p] for p in positions])).to(device)
+        probs = predict_probs(net, batch, num_classes, scales, flip, mode, window, stride).cpu().numpy()
+        for row, position in enumerate(positions):
+            image_probs = probs[row]
+            if labels is not None:
+                image_probs = restrict_to_labels(image_probs, labels[position])
+            masks[position] = probs_to_mask(images[position], image_probs, crf=crf)
+    return masks
+
+
+def predict_split_to_folder(
+    net,
+    split: VOCSplit,
+    ids: Sequence[str],
+    folder: Path,
+    batch_size: int = 16,
+    use_labels: bool = True,
+    progress: bool = True,
+    **options,
+) -> None:
+    """Write ``folder/<id>.png`` for ``ids`` (this rank's shard) with :func:`segment_images`."""
+    was_training = net.training
+    net.eval()
+    try:
+        for start in tqdm(range(0, len(ids), batch_size), desc=f"predicting {folder.name}", disable=not progress, leave=False):
+            chunk = ids[start : start + batch_size]
+            images = [split.load_image(i) for i in chunk]
+            labels = [split.labels(i) for i in chunk] if use_labels else None
+            for image_id, mask in zip(chunk, segment_images(net, images, split.num_classes, labels, **options)):
+                save_mask(folder / f"{image_id}.png", mask)
+    finally:
+        net.train(was_training)
+
+
+class CyclicPseudoMask(pl.Callback):
+    """At the end of every ``every_n_epochs`` epochs (``rounds`` times), relabel the training split.
+
+    The new round is written to ``<output_root>/round_<r>/``; every rank predicts its own shard and
+    the round becomes active (the datamodule swaps folders) only after all ranks finished it.
+
+    Args:
+        split: the training split.
+        datamodule: a :class:`~pmm.seg.datamodule.PseudoMaskDataModule`.
+        output_root: the folder holding ``round_<r>`` folders.
+        rounds: how many new rounds to make during the fit.
+        every_n_epochs: epochs per round.
+        reinit: start each new round from the initial weights (the paper's protocol).
+        puf_first_round_only: plain cross-entropy after the first round (the paper's protocol).
+        on_round: ``fn(round_index, folder)`` called on rank 0 when a round is complete (scoring).
+        predict_options: :func:`segment_images` options (scales, flip, crf...).
+    """
+
+    def __init__(
+        self,
+        split: VOCSplit,
+        datamodule,
+        output_root: Path,
+        rounds: int = 1,
+        every_n_epochs: int = 1,
+        reinit: bool = False,
+        puf_first_round_only: bool = True,
+        restrict_to_labels: bool = True,
+        batch_size: int = 16,
+        on_round: Callable[[int, Path], None] | None = None,
+        **predict_options,
+    ) -> None:
+        self.split, self.datamodule, self.output_root = split, datamodule, Path(output_root)
+        self.rounds, self.every_n_epochs = rounds, every_n_epochs
+        self.reinit, self.puf_first_round_only = reinit, puf_first_round_only
+        self.restrict_to_labels, self.batch_size = restrict_to_labels, batch_size
+        self.on_round, self.predict_options = on_round, predict_options
+        self.round = 0
+
+    def round_folder(self, index: int) -> Path:
+        return self.output_root / f"round_{index}"
+
+    def state_dict(self) -> dict:
+        return {"round": self.round}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # Resuming: complete rounds are kept, training continues on the last active one.
+        self.round = int(state_dict.get("round", 0))
+        if self.round > 0:
+            self.datamodule.set_mask_dir(self.round_folder(self.round))
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.round > 0 and self.puf_first_round_only:
+            pl_module.set_loss_mode("none")
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if self.round >= self.rounds or epoch % self.every_n_epochs or epoch >= trainer.max_epochs:
+            return
+        new_round = self.round + 1
+        folder = self.round_folder(new_round)
+        rank, world = trainer.global_rank, trainer.world_size
+        predict_split_to_folder(
+            pl_module.net,
+            self.split,
+            self.split.ids[rank::world],
+            folder,
+            batch_size=self.batch_size,
+            use_labels=self.restrict_to_labels,
+            progress=rank == 0,
+            device=pl_module.device,
+            **self.predict_options,
+        )
+        trainer.strategy.barrier()  # the round is complete on every rank before anyone trains on it
+        if trainer.is_global_zero and self.on_round is not None:
+            self.on_round(new_round, folder)
+        self.round = new_round
+        self.datamodule.set_mask_dir(folder)
+        if self.reinit:
+            pl_module.reinitialize()
+        if self.puf_first_round_only:
+            pl_module.set_loss_mode("none")
+        log.info("cyclic round %d active from epoch %d (%s)", new_round, epoch, folder)

@@ -1,0 +1,119 @@
+"""LightningModule of the segmentation stage: PUF-trained SMP segmenter, validation mIoU."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torchmetrics import MaxMetric
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from pmm.losses import PUFLoss
+from pmm.metrics import per_class_iou
+from pmm.optim import build_optimizer_and_poly
+from pmm.seg.inference import predict_probs
+from pmm.seg.model import Segmenter
+
+
+class SegModule(pl.LightningModule):
+    """Trains a :class:`Segmenter` on (pseudo-)masks with PUF; validates mIoU on ground truth.
+
+    Args:
+        net: the segmenter.
+        optimizer: partial ``torch.optim`` constructor (Hydra ``_partial_: true``).
+        lr: encoder learning rate; decoder and heads get ``lr * head_lr_mult``.
+        loss: PUFLoss keyword arguments (``mode``, ``beta``, ``k``).
+        aux_weight: weight of the auxiliary head's loss (0.4 as PSPNet).
+        poly_period_epochs: the poly decay restarts every this many epochs (one cyclic round), or
+            spans the whole fit when ``None``.
+        class_names: for per-class logging.
+        net_config: the Segmenter keyword arguments, saved so a checkpoint rebuilds its network.
+        val_scales, val_flip: inference used by validation.
+    """
+
+    def __init__(
+        self,
+        net: Segmenter,
+        optimizer,
+        lr: float = 0.01,
+        head_lr_mult: float = 10.0,
+        poly_power: float = 0.9,
+        loss: dict | None = None,
+        aux_weight: float = 0.4,
+        poly_period_epochs: int | None = None,
+        class_names: Sequence[str] = (),
+        net_config: dict | None = None,
+        val_scales: Sequence[float] = (1.0,),
+        val_flip: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"])
+        self.net = net
+        self.criterion = PUFLoss(**(loss or {"mode": "none"}))
+        self.num_classes = net.num_classes
+        self.val_confusion = MulticlassConfusionMatrix(self.num_classes, ignore_index=255)
+        self.val_miou_best = MaxMetric()
+        self._initial_state: dict | None = None
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.net(images)
+
+    def set_loss_mode(self, mode: str) -> None:
+        """Switch PUF's mode (the paper uses PUF in the first round only)."""
+        self.criterion = PUFLoss(mode=mode, beta=self.criterion.beta, k=self.criterion.k,
+                                 ignore_index=self.criterion.ignore_index)
+
+    def reinitialize(self) -> None:
+        """Back to the weights the fit started from, with fresh optimizer state (a new cyclic round)."""
+        if self._initial_state is None:
+            return
+        self.net.load_state_dict(self._initial_state)
+        for optimizer in self.trainer.optimizers:
+            optimizer.state.clear()
+
+    def on_fit_start(self) -> None:
+        if self._initial_state is None:
+            self._initial_state = copy.deepcopy(self.net.state_dict())
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        outputs = self.net(batch["image"])
+        loss = self.criterion(outputs["out"], batch["mask"])
+        under_fitting = self.criterion.last_under_fitting
+        if "aux" in outputs and self.hparams.aux_weight > 0:
+            loss = loss + self.hparams.aux_weight * self.criterion(outputs["aux"], batch["mask"])
+        size = len(batch["image"])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        self.log("train/under_fitting", under_fitting.float(), on_step=False, on_epoch=True, batch_size=size)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        images = batch["image_uint8"]
+        probs = predict_probs(self.net, images, self.num_classes, self.hparams.val_scales, self.hparams.val_flip)
+        self.val_confusion.update(probs.argmax(1), batch["mask"])
+
+    def on_validation_epoch_end(self) -> None:
+        confusion = self.val_confusion.compute().cpu().numpy()
+        self.val_confusion.reset()
+        iou = per_class_iou(confusion)
+        miou = float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else 0.0
+        self.val_miou_best.update(torch.tensor(miou))
+        self.log("val/miou", miou, prog_bar=True)
+        self.log("val/miou_best", self.val_miou_best.compute(), prog_bar=False)
+        for name, value in zip(self.hparams.class_names, iou):
+            if not np.isnan(value):
+                self.log(f"val/iou/{name}", float(value))
+
+    def configure_optimizers(self):
+        encoder = list(self.net.encoder.parameters())
+        encoder_ids = {id(p) for p in encoder}
+        heads = [p for p in self.net.parameters() if id(p) not in encoder_ids]
+        groups = [{"params": encoder, "lr": self.hparams.lr},
+                  {"params": heads, "lr": self.hparams.lr * self.hparams.head_lr_mult}]
+        period = None
+        if self.hparams.poly_period_epochs:
+            per_epoch = self.trainer.estimated_stepping_batches / max(1, self.trainer.max_epochs)
+            period = max(1, int(round(per_epoch * self.hparams.poly_period_epochs)))
+        return build_optimizer_and_poly(self, groups, self.hparams.optimizer, self.hparams.poly_power, period)

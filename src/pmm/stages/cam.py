@@ -1,0 +1,173 @@
+"""``stage=cam``: train the CAM classifier from image-level labels, infer CAMs, score them."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint
+from tqdm import tqdm
+
+from pmm.cam.inference import ThresholdSweep
+from pmm.cam.module import CAMModule
+from pmm.cam.net import CAMNet
+from pmm.context import RunContext
+from pmm.data.datasets import ClassificationDataset, InferenceDataset, list_collate
+from pmm.data.transforms import eval_transform, train_transform
+from pmm.errors import PmmError
+from pmm.io import load_cams, save_cams, write_json
+from pmm.metrics import per_class_iou
+from pmm.stages.common import build_trainer, loader
+
+log = logging.getLogger("pmm")
+
+
+def cams_dir(ctx: RunContext, split: str) -> Path:
+    return ctx.run_dir / "cams" / split
+
+
+def cam_checkpoint_dir(ctx: RunContext) -> Path:
+    return ctx.run_dir / "checkpoints" / "cam"
+
+
+class CAMWriter(BasePredictionWriter):
+    """Writes each image's normalised CAMs to ``<dir>/<id>.npz`` as its batch is predicted (every rank)."""
+
+    def __init__(self, output_dir: Path) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = output_dir
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        for item in prediction:
+            save_cams(self.output_dir / f"{item['id']}.npz", item["cams"].numpy(), item["labels"].numpy())
+
+
+def build_cam_module(ctx: RunContext) -> CAMModule:
+    cfg = ctx.cfg
+    net_config = OmegaConf.to_container(cfg.model, resolve=True)
+    net = CAMNet(num_classes=ctx.num_classes - 1, **net_config)
+    return CAMModule(
+        net,
+        optimizer=instantiate(cfg.cam.optimizer),
+        lr=cfg.cam.lr,
+        new_layer_lr_mult=cfg.cam.new_layer_lr_mult,
+        poly_power=cfg.cam.poly_power,
+        scales=tuple(cfg.cam.scales),
+        flip=cfg.cam.flip,
+        net_config=net_config,
+    )
+
+
+def load_cam_module(ctx: RunContext, path: str | Path) -> CAMModule:
+    """A trained CAM module from a checkpoint; the network is rebuilt from the config saved in it."""
+    path = ctx.require_file(path, "cam_ckpt", "train one with stage=cam or point cam_ckpt at a CAM checkpoint")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    net_config = dict(checkpoint.get("hyper_parameters", {}).get("net_config") or {})
+    if not net_config:
+        raise PmmError(f"cam_ckpt={path}: not a pmm CAM checkpoint (no net_config in its hyper-parameters)")
+    net_config.update(pretrained=False, weights=None)  # the checkpoint carries the weights
+    classes = checkpoint["state_dict"]["net.classifier.weight"].shape[0]
+    if classes != ctx.num_classes - 1:
+        raise PmmError(
+            f"cam_ckpt={path}: trained for {classes} foreground classes but data.class_names has {ctx.num_classes - 1}; "
+            "use the checkpoint of the same dataset"
+        )
+    module = CAMModule(CAMNet(num_classes=classes, **net_config), optimizer=None, net_config=net_config,
+                       scales=tuple(ctx.cfg.cam.scales), flip=ctx.cfg.cam.flip)
+    module.load_state_dict(checkpoint["state_dict"], strict=True)
+    return module.eval()
+
+
+def train_cam(ctx: RunContext) -> CAMModule:
+    cfg = ctx.cfg
+    crop = ctx.crop_size()
+    train_set = ClassificationDataset(ctx.train_split, train_transform(crop, tuple(cfg.data.scale_range)))
+    val_set = ClassificationDataset(ctx.val_split, eval_transform())
+    batch = min(cfg.cam.batch_size, len(train_set))
+    # Validation images may differ in size (real VOC): batch them one by one then.
+    same_size = len(set(ctx.val_split.image_sizes.values())) == 1
+    module = build_cam_module(ctx)
+    checkpoint = ModelCheckpoint(dirpath=cam_checkpoint_dir(ctx), filename="epoch{epoch:02d}", monitor="val/mAP",
+                                 mode="max", save_last=True, auto_insert_metric_name=False)
+    trainer = build_trainer(ctx, cfg.cam.max_epochs, callbacks=[checkpoint])
+    log.info("CAM stage: %s on %d train / %d val images, crop %d, %d epochs", cfg.model.backbone,
+             len(train_set), len(val_set), crop, cfg.cam.max_epochs)
+    trainer.fit(
+        module,
+        train_dataloaders=loader(train_set, batch, cfg.data.num_workers, shuffle=True, drop_last=len(train_set) > batch),
+        val_dataloaders=loader(val_set, cfg.cam.infer_batch_size if same_size else 1, cfg.data.num_workers),
+        ckpt_path=cfg.ckpt_path if cfg.stage == "cam" else None,
+    )
+    return module
+
+
+def infer_cams(ctx: RunContext, module: CAMModule, split_name: str) -> Path:
+    """Write normalised multi-scale CAMs of every image of the split; each rank takes its shard."""
+    split = ctx.split(split_name)
+    output = cams_dir(ctx, split_name)
+    trainer = build_trainer(ctx, 1, callbacks=[CAMWriter(output)], logger=False)
+    dataset = InferenceDataset(split)
+    trainer.predict(module, loader(dataset, ctx.cfg.cam.infer_batch_size, ctx.cfg.data.num_workers,
+                                   collate_fn=list_collate), return_predictions=False)
+    trainer.strategy.barrier()
+    return output
+
+
+def score_cams(ctx: RunContext, split_name: str) -> dict:
+    """Sweep the background threshold over the split's CAM files; the best mIoU and the curve."""
+    split = ctx.split(split_name)
+    sweep = ThresholdSweep(ctx.num_classes, ctx.cfg.cam.thresholds)
+    folder = cams_dir(ctx, split_name)
+    for image_id in tqdm(split.ids, desc=f"scoring CAMs ({split_name})", leave=False):
+        cams, labels = load_cams(folder / f"{image_id}.npz")
+        sweep.update(cams, labels, split.load_mask(image_id))
+    ious = [per_class_iou(cm) for cm in sweep.confusions]
+    mious = [float(np.nanmean(iou)) for iou in ious]
+    best = int(np.argmax(mious))
+    curve = {f"{t:.2f}": round(m, 6) for t, m in zip(sweep.thresholds, mious)}
+    return {
+        "cam_miou": mious[best],
+        "cam_bg_threshold": float(sweep.thresholds[best]),
+        "cam_miou_curve": curve,
+        "cam_per_class_iou": {n: (None if np.isnan(v) else round(float(v), 6)) for n, v in zip(ctx.class_names, ious[best])},
+    }
+
+
+def save_cam_figures(ctx: RunContext, split_name: str, scores: dict) -> None:
+    from pmm import viz
+
+    split = ctx.split(split_name)
+    thresholds = [float(t) for t in scores["cam_miou_curve"]]
+    viz.save_curve(ctx.figures_dir / "cam_miou_curve.png", thresholds, list(scores["cam_miou_curve"].values()),
+                   "background threshold", "CAM mIoU", title=f"CAM mIoU on {split_name}")
+    rows = []
+    for image_id in split.ids[: ctx.cfg.cam.figures]:
+        image = split.load_image(image_id)
+        cams, labels = load_cams(cams_dir(ctx, split_name) / f"{image_id}.npz")
+        row = [("image", image)]
+        for k, label in enumerate(labels[:2]):
+            row.append((f"CAM {ctx.class_names[label]}" if len(rows) else "CAM", viz.overlay_cam(image, cams[k])))
+        while len(row) < 3:
+            row.append(("", np.full_like(image, 255)))
+        row.append(("ground truth", viz.colorize_mask(split.load_mask(image_id))))
+        rows.append(row)
+    viz.save_panel(ctx.figures_dir / "cam_panel.png", rows, title="CAMs (labelled classes)")
+
+
+def run(ctx: RunContext) -> dict:
+    module = train_cam(ctx)
+    split_name = ctx.cfg.cam.split
+    infer_cams(ctx, module, split_name)
+    if not ctx.is_main_process:
+        return {}
+    scores = score_cams(ctx, split_name)
+    save_cam_figures(ctx, split_name, scores)
+    ctx.record(**{k: v for k, v in scores.items() if k != "cam_per_class_iou"})
+    write_json(ctx.run_dir / "cam_report.json", scores)
+    log.info("CAM mIoU on %s: %.4f at background threshold %.2f", split_name, scores["cam_miou"], scores["cam_bg_threshold"])
+    return scores

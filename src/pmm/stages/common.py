@@ -1,0 +1,44 @@
+"""Trainer, loggers and data loaders as every stage builds them."""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from pmm.context import RunContext
+
+log = logging.getLogger("pmm")
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    """Instantiate every ``_target_`` node of ``cfg.logger`` (none when ``logger=none``)."""
+    if not cfg.get("logger"):
+        return []
+    return [hydra.utils.instantiate(node) for node in cfg.logger.values() if isinstance(node, DictConfig) and "_target_" in node]
+
+
+def build_trainer(ctx: RunContext, max_epochs: int, callbacks: list | None = None, **overrides) -> pl.Trainer:
+    """The configured Trainer for one stage (``trainer`` node plus per-stage settings)."""
+    kwargs = OmegaConf.to_container(ctx.cfg.trainer, resolve=True)
+    kwargs.pop("_target_", None)
+    kwargs.update(overrides)
+    kwargs.setdefault("logger", build_loggers(ctx.cfg) or False)
+    trainer = pl.Trainer(max_epochs=max_epochs, callbacks=callbacks or [], **kwargs)
+    ctx.record(world_size=trainer.world_size)
+    return trainer
+
+
+def loader(dataset, batch_size: int, num_workers: int, shuffle: bool = False, drop_last: bool = False, collate_fn=None) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        collate_fn=collate_fn,
+    )

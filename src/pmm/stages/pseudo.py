@@ -1,0 +1,167 @@
+"""``stage=pseudo``: CAMs -> (CoV) -> PPMG / CRF / argmax pseudo-masks, written and scored.
+
+Writes ``pseudo_masks/round_0/<id>.png`` (VOC palette) for every image of ``pseudo.split``;
+the CRF work runs in a process pool, and under DDP each rank takes its own shard of ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pmm.context import RunContext, global_rank
+from pmm.errors import PmmError
+from pmm.evaluation import score_mask_folder
+from pmm.io import load_cams, load_image, save_mask, write_json
+from pmm.pseudo import alpha_from_threshold, cov_smooth, make_pseudo_mask
+from pmm.stages.cam import cam_checkpoint_dir, cams_dir, infer_cams, load_cam_module, score_cams
+
+log = logging.getLogger("pmm")
+
+
+def round_dir(ctx: RunContext, round_index: int) -> Path:
+    return ctx.run_dir / "pseudo_masks" / f"round_{round_index}"
+
+
+def _make_one(image_id: str, image_path: str, cams_path: str, output_path: str, settings: dict) -> str:
+    """Pool task: one image's pseudo-mask, written atomically. Module-level so it pickles."""
+    cams, labels = load_cams(cams_path)
+    mask = make_pseudo_mask(settings["method"], load_image(image_path), cams, labels, **settings["options"])
+    save_mask(output_path, mask)
+    return image_id
+
+
+def resolve_alpha(ctx: RunContext, threshold: float) -> float:
+    """``pseudo.alpha``: a number, or ``auto`` = ln(t*)/ln(1-t*) of the CAM stage's best threshold."""
+    alpha = ctx.cfg.pseudo.alpha
+    if alpha == "auto":
+        low, high = ctx.cfg.pseudo.alpha_range
+        return alpha_from_threshold(threshold, low=low, high=high)
+    try:
+        return float(alpha)
+    except (TypeError, ValueError):
+        raise PmmError(f"pseudo.alpha={alpha}: expected a number or 'auto'") from None
+
+
+def ensure_cams(ctx: RunContext, split_name: str) -> None:
+    """CAMs of the split: this run's own files, or inferred now with ``cam_ckpt``."""
+    folder = cams_dir(ctx, split_name)
+    split = ctx.split(split_name)
+    complete = folder.is_dir() and all((folder / f"{i}.npz").is_file() for i in split.ids)
+    if complete and not ctx.cfg.cam_ckpt:
+        return
+    checkpoint = ctx.cfg.cam_ckpt or cam_checkpoint_dir(ctx) / "last.ckpt"
+    log.info("inferring CAMs of '%s' with %s", split_name, checkpoint)
+    infer_cams(ctx, load_cam_module(ctx, checkpoint), split_name)
+
+
+def generate_round_zero(ctx: RunContext, split_name: str, settings: dict) -> Path:
+    """Write this rank's shard of round-0 pseudo-masks with a process pool; return the folder."""
+    split = ctx.split(split_name)
+    output = round_dir(ctx, 0)
+    output.mkdir(parents=True, exist_ok=True)
+    rank, world = global_rank(), max(1, int(ctx.read_metrics().get("world_size", 1)))
+    todo = [i for i in split.ids[rank::world] if not (ctx.cfg.pseudo.resume and (output / f"{i}.png").is_file())]
+    cam_folder = cams_dir(ctx, split_name)
+    tasks = [(i, str(split.image_path(i)), str(cam_folder / f"{i}.npz"), str(output / f"{i}.png")) for i in todo]
+    workers = max(1, int(ctx.cfg.pseudo.workers))
+    job = partial(_star_make_one, settings=settings)
+    progress = tqdm(total=len(tasks), desc=f"pseudo-masks ({settings['method']})", disable=rank != 0)
+    if workers == 1:
+        for task in tasks:
+            job(task)
+            progress.update()
+    else:
+        # fork: the children only run numpy and the CRF, and skip re-importing torch and Lightning.
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for _ in pool.imap_unordered(job, tasks, chunksize=4):
+                progress.update()
+    progress.close()
+    return output
+
+
+def _star_make_one(task: tuple, settings: dict) -> str:
+    return _make_one(*task, settings=settings)
+
+
+def save_pseudo_figures(ctx: RunContext, split_name: str, folder: Path, settings: dict) -> None:
+    from pmm import viz
+    from pmm.io import load_mask
+
+    split = ctx.split(split_name)
+    rows = []
+    for image_id in split.ids[: ctx.cfg.pseudo.figures]:
+        image = split.load_image(image_id)
+        cams, labels = load_cams(cams_dir(ctx, split_name) / f"{image_id}.npz")
+        if len(labels):
+            peak = cams.max(axis=0)
+            smooth = cov_smooth(cams, ctx.cfg.pseudo.cov_scale, ctx.cfg.pseudo.cov_threshold).max(axis=0)
+        else:
+            peak = smooth = np.zeros(image.shape[:2], np.float32)
+        rows.append([
+            ("image", image),
+            ("CAM (max over classes)", viz.overlay_cam(image, peak)),
+            ("CoV", viz.overlay_cam(image, smooth)),
+            (f"pseudo-mask ({settings['method']})", viz.colorize_mask(load_mask(folder / f"{image_id}.png"))),
+            ("ground truth", viz.colorize_mask(split.load_mask(image_id))),
+        ])
+    viz.save_panel(ctx.figures_dir / "pseudo_panel.png", rows, title=f"pseudo-masks, round 0 ({split_name})")
+
+
+def run(ctx: RunContext) -> dict:
+    cfg = ctx.cfg.pseudo
+    split_name = cfg.split
+    ensure_cams(ctx, split_name)
+    metrics = ctx.read_metrics()
+    if "cam_bg_threshold" not in metrics or ctx.cfg.cam_ckpt:
+        scores = score_cams(ctx, split_name)
+        ctx.record(**{k: v for k, v in scores.items() if k != "cam_per_class_iou"})
+        metrics.update(scores)
+    threshold = float(metrics["cam_bg_threshold"])
+    alpha = resolve_alpha(ctx, threshold)
+    bg_threshold = threshold if cfg.bg_threshold == "auto" else float(cfg.bg_threshold)
+    settings = {
+        "method": cfg.method,
+        "options": dict(alpha=alpha, cov=bool(cfg.cov), cov_scale=float(cfg.cov_scale), threshold=float(cfg.cov_threshold),
+                        bg_threshold=bg_threshold, crf_backend=cfg.crf_backend),
+    }
+    log.info("pseudo-masks: method=%s cov=%s alpha=%.2f (CAM threshold t*=%.2f) on split '%s'",
+             cfg.method, cfg.cov, alpha, threshold, split_name)
+    folder = generate_round_zero(ctx, split_name, settings)
+    _barrier()
+    if not ctx.is_main_process:
+        return {}
+    report = score_mask_folder(ctx.split(split_name), folder, desc="scoring pseudo-masks")
+    report.update(method=cfg.method, cov=bool(cfg.cov), alpha=alpha, round=0, folder=str(folder))
+    write_json(ctx.run_dir / "pseudo_report.json", report)
+    save_pseudo_figures(ctx, split_name, folder, settings)
+    from pmm import viz
+
+    viz.save_iou_bars(ctx.figures_dir / "pseudo_iou.png", list(ctx.class_names),
+                      [report["per_class_iou"][n] for n in ctx.class_names], title=f"pseudo-mask IoU ({split_name})")
+    result = {
+        "pseudo_miou": report["miou"],
+        "pseudo_miou_rounds": [report["miou"]],
+        "pseudo_split": split_name,
+        "pseudo_method": cfg.method,
+        "pseudo_cov": bool(cfg.cov),
+        "pseudo_alpha": alpha,
+    }
+    ctx.record(**result)
+    log.info("pseudo-mask mIoU on '%s' (%d images, round 0): %.4f  [CAM argmax: %.4f]", split_name,
+             report["num_images"], report["miou"], metrics.get("cam_miou", math.nan))
+    return result
+
+
+def _barrier() -> None:
+    """Join the ranks when torch.distributed is up (DDP); a no-op in a single process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

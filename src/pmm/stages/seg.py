@@ -1,0 +1,126 @@
+"""``stage=seg``: train the segmenter on pseudo-masks (PUF, cyclic rounds), then evaluate on val."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+
+from pmm.context import RunContext
+from pmm.errors import PmmError
+from pmm.evaluation import score_mask_folder
+from pmm.seg.cyclic import CyclicPseudoMask
+from pmm.seg.datamodule import PseudoMaskDataModule
+from pmm.seg.model import Segmenter
+from pmm.seg.module import SegModule
+from pmm.stages.common import build_trainer
+
+log = logging.getLogger("pmm")
+
+
+def latest_round(folder: Path) -> Path | None:
+    rounds = sorted((p for p in folder.glob("round_*") if p.is_dir()), key=lambda p: int(p.name.split("_")[1]))
+    return rounds[-1] if rounds else None
+
+
+def resolve_mask_source(ctx: RunContext) -> Path | None:
+    """``pseudo.source``: ``ppmg`` (this run's latest round), ``gt`` (None: ground truth), or a folder.
+
+    A folder may be a mask folder or a run directory (its latest ``pseudo_masks/round_<r>`` is used).
+    """
+    source = str(ctx.cfg.pseudo.source)
+    if source == "gt":
+        return None
+    if source == "ppmg":
+        found = latest_round(ctx.run_dir / "pseudo_masks")
+        if found is None:
+            raise PmmError(
+                f"pseudo.source=ppmg: no pseudo-masks in {ctx.run_dir / 'pseudo_masks'}; run stage=pseudo in this run "
+                "(stage=all does), or set pseudo.source to a mask folder / run directory, or pseudo.source=gt"
+            )
+        return found
+    path = Path(source).expanduser().resolve()
+    if (path / "pseudo_masks").is_dir():
+        found = latest_round(path / "pseudo_masks")
+        if found is not None:
+            return found
+    if not path.is_dir():
+        raise PmmError(f"pseudo.source={source}: folder not found; give ppmg, gt, a mask folder or a pmm run directory")
+    return path
+
+
+def build_seg_module(ctx: RunContext) -> SegModule:
+    cfg = ctx.cfg
+    net_config = OmegaConf.to_container(cfg.segmenter, resolve=True)
+    net = Segmenter(num_classes=ctx.num_classes, **net_config)
+    return SegModule(
+        net,
+        optimizer=instantiate(cfg.seg.optimizer),
+        lr=cfg.seg.lr,
+        head_lr_mult=cfg.seg.head_lr_mult,
+        poly_power=cfg.seg.poly_power,
+        loss=OmegaConf.to_container(cfg.seg.loss, resolve=True),
+        aux_weight=cfg.seg.aux_weight,
+        poly_period_epochs=cfg.cyclic.every_n_epochs if cfg.cyclic.rounds > 0 and cfg.cyclic.reinit else None,
+        class_names=list(ctx.class_names),
+        net_config=net_config,
+    )
+
+
+def seg_epochs(ctx: RunContext) -> int:
+    """``seg.max_epochs``, or ``cyclic.every_n_epochs * (cyclic.rounds + 1)`` when null."""
+    cfg = ctx.cfg
+    if cfg.seg.max_epochs is not None:
+        return int(cfg.seg.max_epochs)
+    return int(cfg.cyclic.every_n_epochs) * (int(cfg.cyclic.rounds) + 1)
+
+
+def run(ctx: RunContext) -> dict:
+    cfg = ctx.cfg
+    mask_dir = resolve_mask_source(ctx)
+    datamodule = PseudoMaskDataModule(
+        ctx.train_split, ctx.val_split, mask_dir, ctx.crop_size(), tuple(cfg.data.scale_range),
+        cfg.seg.batch_size, cfg.data.num_workers,
+    )
+    module = build_seg_module(ctx)
+    history = list(ctx.read_metrics().get("pseudo_miou_rounds", []))
+    if mask_dir is not None and not history:
+        # Round 0 came from elsewhere (a folder): score it so the rounds list starts at the source.
+        history = [score_mask_folder(ctx.train_split, mask_dir, desc="scoring training masks")["miou"]]
+        ctx.record(pseudo_miou=history[0], pseudo_miou_rounds=history)
+
+    def on_round(index: int, folder: Path) -> None:
+        report = score_mask_folder(ctx.train_split, folder, desc=f"scoring round {index}")
+        rounds = list(ctx.read_metrics().get("pseudo_miou_rounds", []))
+        rounds = rounds[:index] + [report["miou"]]
+        ctx.record(pseudo_miou_rounds=rounds)
+        log.info("cyclic round %d pseudo-mask mIoU on '%s': %.4f", index, ctx.train_split.split, report["miou"])
+
+    callbacks = [
+        ModelCheckpoint(dirpath=ctx.run_dir / "checkpoints" / "seg", filename="epoch{epoch:02d}", monitor="val/miou",
+                        mode="max", save_last=True, auto_insert_metric_name=False),
+    ]
+    if mask_dir is not None and cfg.cyclic.rounds > 0:
+        callbacks.append(CyclicPseudoMask(
+            ctx.train_split, datamodule, ctx.run_dir / "pseudo_masks", rounds=cfg.cyclic.rounds,
+            every_n_epochs=cfg.cyclic.every_n_epochs, reinit=cfg.cyclic.reinit,
+            puf_first_round_only=cfg.cyclic.puf_first_round_only, restrict_to_labels=cfg.cyclic.restrict_to_labels,
+            batch_size=cfg.cyclic.batch_size, on_round=on_round, scales=tuple(cfg.cyclic.scales),
+            flip=cfg.cyclic.flip, crf=cfg.cyclic.crf,
+        ))
+    trainer = build_trainer(ctx, seg_epochs(ctx), callbacks=callbacks, reload_dataloaders_every_n_epochs=1,
+                            check_val_every_n_epoch=cfg.seg.check_val_every_n_epoch)
+    if trainer.loggers:
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+        trainer.callbacks.append(callbacks[-1])
+    log.info("segmentation stage: %s/%s on %s, %d epochs, loss %s", cfg.segmenter.arch, cfg.segmenter.encoder,
+             mask_dir or "ground truth", seg_epochs(ctx), dict(cfg.seg.loss))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path if cfg.stage in ("seg", "all") else None)
+    ctx.record(seg_source=str(mask_dir) if mask_dir else "gt", seg_loss=cfg.seg.loss.mode)
+
+    from pmm.stages import eval as evaluate
+
+    return evaluate.evaluate_module(ctx, module)
