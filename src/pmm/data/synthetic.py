@@ -39,7 +39,7 @@ SYNTHETIC_CLASS_NAMES: tuple[str, ...] = ("background", "disk", "square", "trian
 
 GENERATOR = "pmm.data.synthetic"
 # Bump whenever render_sample's output changes, so that ensure_synthetic regenerates old trees.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 4
 
 _SPLIT_CODES = {"train": 0, "val": 1}
 _MIN_IMAGE_SIZE = 64
@@ -125,39 +125,54 @@ def _soft_square(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(0.5 + 0.5 * rng.uniform(1.5, 3.0) * wave, 0.0, 1.0)
 
 
-def _tex_concentric(rng: np.random.Generator, g: _Grid, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
-    period = max(4.0, r * rng.uniform(0.22, 0.38))
-    dist = np.hypot(g.x - cx, g.y - cy)
-    return _soft_square(np.sin(dist * np.float32(2 * np.pi / period) + rng.uniform(0, 2 * np.pi)), rng)
+def _oriented_stripes(rng: np.random.Generator, g: _Grid, cx: float, cy: float, degrees: float) -> np.ndarray:
+    # The orientation is the class's look, fixed in the image frame (it does not turn with the shape):
+    # local orientation is what a CNN trained from scratch picks up within minutes.
+    theta = np.deg2rad(degrees + rng.uniform(-8, 8))
+    u, _ = g.rotated(cx, cy, theta)
+    period = rng.uniform(5.0, 8.0)
+    return _soft_square(np.sin(u * np.float32(2 * np.pi / period) + rng.uniform(0, 2 * np.pi)), rng)
+
+
+def _tex_horizontal(rng: np.random.Generator, g: _Grid, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
+    return _oriented_stripes(rng, g, cx, cy, 90.0)
+
+
+def _tex_vertical(rng: np.random.Generator, g: _Grid, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
+    return _oriented_stripes(rng, g, cx, cy, 0.0)
 
 
 def _tex_checker(rng: np.random.Generator, g: _Grid, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
-    cell = max(4.0, r * rng.uniform(0.28, 0.45))
-    u, v = g.rotated(cx, cy, angle)
+    cell = rng.uniform(4.0, 6.0)
+    u, v = g.rotated(cx, cy, np.deg2rad(rng.uniform(-8, 8)))
     k = np.float32(np.pi / cell)
     return _soft_square(np.sin(u * k) * np.sin(v * k), rng)
 
 
-def _tex_stripes(rng: np.random.Generator, g: _Grid, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
-    # The orientation range is part of the class's look, so it is fixed in the image frame.
-    theta = np.deg2rad(rng.uniform(25, 65))
-    u, _ = g.rotated(cx, cy, theta)
-    period = rng.uniform(5.0, 10.0)
-    return _soft_square(np.sin(u * np.float32(2 * np.pi / period) + rng.uniform(0, 2 * np.pi)), rng)
+def _tex_diamonds(rng: np.random.Generator, g: _Grid, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
+    # A checkerboard turned 45 degrees: mirror images of it are alike, so flips keep the class's look.
+    cell = rng.uniform(4.0, 6.0)
+    u, v = g.rotated(cx, cy, np.deg2rad(45 + rng.uniform(-5, 5)))
+    k = np.float32(np.pi / cell)
+    return _soft_square(np.sin(u * k) * np.sin(v * k), rng)
+
+
+def _tex_grid(rng: np.random.Generator, g: _Grid, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
+    period = rng.uniform(7.0, 10.0)
+    width = rng.uniform(1.5, 2.5)
+    u, v = g.rotated(cx, cy, np.deg2rad(rng.uniform(-5, 5)))
+    du = np.abs((u / period + 0.25) % 1.0 - 0.5) * np.float32(period)
+    dv = np.abs((v / period + 0.25) % 1.0 - 0.5) * np.float32(period)
+    return np.clip(width - np.minimum(du, dv) + 0.5, 0.0, 1.0)
 
 
 def _tex_dots(rng: np.random.Generator, g: _Grid, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
-    period = rng.uniform(6.0, 11.0)
+    period = rng.uniform(6.0, 9.0)
     u, v = g.rotated(cx, cy, rng.uniform(0, np.pi / 2))
     du = (u / period + rng.uniform()) % 1.0 - 0.5
     dv = (v / period + rng.uniform()) % 1.0 - 0.5
     dist = np.hypot(du, dv) * np.float32(period)
     return np.clip(period * rng.uniform(0.22, 0.32) - dist + 0.5, 0.0, 1.0)
-
-
-def _tex_gradient(rng: np.random.Generator, g: _Grid, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
-    u, _ = g.rotated(cx, cy, rng.uniform(0, 2 * np.pi))
-    return np.clip(0.5 + u / np.float32(2 * r), 0.0, 1.0)
 
 
 def _tex_speckle(rng: np.random.Generator, g: _Grid, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
@@ -174,20 +189,22 @@ def _tex_blotch(rng: np.random.Generator, g: _Grid, cx: float, cy: float, r: flo
 
 _Texture = Callable[[np.random.Generator, _Grid, float, float, float, float], np.ndarray]
 _CLASS_TEXTURES: dict[int, _Texture] = {
-    1: _tex_concentric,  # disk
-    2: _tex_checker,  # square
-    3: _tex_stripes,  # triangle
+    # Every texture looks alike in a mirror, so horizontal flips keep labels true.
+    1: _tex_horizontal,  # disk
+    2: _tex_vertical,  # square
+    3: _tex_checker,  # triangle
     4: _tex_dots,  # star
-    5: _tex_gradient,  # ring
-    6: _tex_speckle,  # cross
+    5: _tex_diamonds,  # ring
+    6: _tex_grid,  # cross
 }
 
 
 def _colour_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     first = rng.uniform(0, 255, 3)
     second = rng.uniform(0, 255, 3)
-    for _ in range(16):  # the texture must be visible: its two colours may not be near-equal
-        if np.linalg.norm(first - second) >= 90:
+    luma = np.array([0.299, 0.587, 0.114])
+    for _ in range(32):  # the texture must be visible: its two colours differ in brightness
+        if np.linalg.norm(first - second) >= 90 and abs(luma @ (first - second)) >= 60:
             break
         second = rng.uniform(0, 255, 3)
     return first.astype(np.float32), second.astype(np.float32)
@@ -261,11 +278,11 @@ def _irregular_polygon(rng: np.random.Generator, vertices: int, wobble: float) -
 
 def _draw_distractors(rng: np.random.Generator, image: np.ndarray, g: _Grid) -> None:
     size = g.x.shape[0]
-    for _ in range(int(rng.integers(0, 4))):  # polygon patches, half of them in a class's texture
+    for _ in range(int(rng.integers(0, 4))):  # polygon patches in a texture no class wears
         radius = rng.uniform(0.05, 0.11) * size
         centre = rng.uniform(0, size, 2)
         points = _irregular_polygon(rng, int(rng.integers(5, 9)), 0.55) * radius + centre
-        texture = _CLASS_TEXTURES[int(rng.integers(1, 7))] if rng.random() < 0.5 else _tex_blotch
+        texture = _tex_blotch
         alpha = _fill(size, (points, 255))
         cx, cy = float(centre[0]), float(centre[1])
         _paint_over(rng, image, alpha, texture, g, cx, cy, radius, rng.uniform(0, 2 * np.pi))

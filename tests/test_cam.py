@@ -1,0 +1,76 @@
+"""CAM network, multi-scale inference and the background-threshold sweep."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pmm.cam.inference import ThresholdSweep, multiscale_cams, normalize_cams
+from pmm.cam.net import CAMNet
+from pmm.errors import PmmError
+from pmm.metrics import confusion_matrix
+
+
+@pytest.fixture(scope="module")
+def net() -> CAMNet:
+    torch.manual_seed(0)
+    return CAMNet("resnet18", num_classes=5, output_stride=16, out_index=-2).eval()
+
+
+def test_logits_are_the_mean_of_the_cams(net):
+    logits, cams = net(torch.randn(2, 3, 96, 128))
+    assert logits.shape == (2, 5)
+    assert cams.shape == (2, 5, 6, 8)  # layer3 at output stride 16
+    torch.testing.assert_close(logits, cams.mean(dim=(2, 3)))
+
+
+def test_output_stride_8_doubles_the_cam_resolution():
+    net = CAMNet("resnet18", num_classes=3, output_stride=8, out_index=-2)
+    assert net(torch.randn(1, 3, 64, 64))[1].shape[-2:] == (8, 8)
+
+
+def test_multiscale_cams_are_at_image_size_and_flip_consistent(net):
+    images = torch.randint(0, 255, (2, 70, 90, 3), dtype=torch.uint8)
+    cams = multiscale_cams(net, images, scales=(0.5, 1.0), flip=True)
+    assert cams.shape == (2, 5, 70, 90) and torch.all(cams >= 0)
+    # Flip-averaged CAMs of a mirrored image are the mirrored CAMs.
+    mirrored = multiscale_cams(net, images.flip(2), scales=(0.5, 1.0), flip=True)
+    torch.testing.assert_close(mirrored, cams.flip(-1), atol=1e-4, rtol=1e-4)
+
+
+def test_normalize_keeps_labelled_classes_in_unit_range():
+    cams = torch.rand(5, 10, 10) * 7
+    kept = normalize_cams(cams, torch.tensor([2, 5]))
+    assert kept.shape == (2, 10, 10)
+    assert torch.isclose(kept.amax(dim=(1, 2)), torch.ones(2)).all() and torch.isclose(kept.amin(dim=(1, 2)), torch.zeros(2)).all()
+    # The order follows the labels: the first map is class 2's (index 1).
+    assert torch.argmax(kept[0]) == torch.argmax(cams[1])
+    assert normalize_cams(cams, torch.tensor([], dtype=torch.long)).shape == (0, 10, 10)
+
+
+def test_threshold_sweep_matches_hand_built_predictions():
+    cams = np.array([[[0.9, 0.4], [0.1, 0.0]], [[0.2, 0.6], [0.05, 0.0]]], dtype=np.float32)
+    labels = np.array([1, 3])
+    target = np.array([[1, 3], [0, 255]])
+    sweep = ThresholdSweep(num_classes=4, thresholds=[0.3, 0.7])
+    sweep.update(cams, labels, target)
+    # t = 0.3: [[1, 3], [0, 0]] ; t = 0.7: [[1, 0], [0, 0]]
+    np.testing.assert_array_equal(sweep.confusions[0], confusion_matrix(np.array([[1, 3], [0, 0]]), target, 4))
+    np.testing.assert_array_equal(sweep.confusions[1], confusion_matrix(np.array([[1, 0], [0, 0]]), target, 4))
+
+
+def test_missing_local_weights_file_is_a_clear_error(tmp_path):
+    with pytest.raises(PmmError, match=r"model.weights=.*nope.pth: file not found"):
+        CAMNet("resnet18", num_classes=3, weights=str(tmp_path / "nope.pth"))
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    import timm
+
+    source = timm.create_model("resnet18", pretrained=False)
+    torch.nn.init.constant_(source.conv1.weight, 0.01)
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    net = CAMNet("resnet18", num_classes=3, weights=str(path))
+    torch.testing.assert_close(net.backbone.conv1.weight, source.conv1.weight)
