@@ -19,10 +19,29 @@ log = logging.getLogger("pmm")
 
 def global_rank() -> int:
     """This process's rank, also before Lightning has set up distributed (0 when not distributed)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
     for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
         if key in os.environ:
             return int(os.environ[key])
     return 0
+
+
+def world_size() -> int:
+    """Number of processes of the run (1 when not distributed)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def barrier() -> None:
+    """Join the ranks when torch.distributed is up (DDP); a no-op in a single process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 @dataclass

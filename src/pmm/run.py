@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-# Lightning's own import-time warnings are noise here; silence before it is imported.
+# wandb never prompts and stays offline unless the user opted in with WANDB_MODE=online.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
@@ -25,6 +25,8 @@ from pmm.context import RunContext  # noqa: E402
 from pmm.errors import PmmError  # noqa: E402
 
 log = logging.getLogger("pmm")
+
+OmegaConf.register_new_resolver("pmm.wandb_offline", lambda: os.environ.get("WANDB_MODE", "offline") != "online", replace=True)
 
 # Each stage entry point, in pipeline order; `all` runs them one after another in one run directory.
 PIPELINES: dict[str, tuple[str, ...]] = {

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from pmm.cam.inference import ThresholdSweep
 from pmm.cam.module import CAMModule
 from pmm.cam.net import CAMNet
-from pmm.context import RunContext
+from pmm.context import RunContext, barrier
 from pmm.data.datasets import ClassificationDataset, InferenceDataset, list_collate
 from pmm.data.transforms import eval_transform, train_transform
 from pmm.errors import PmmError
@@ -157,6 +157,9 @@ def save_cam_figures(ctx: RunContext, split_name: str, scores: dict) -> None:
         row.append(("ground truth", viz.colorize_mask(split.load_mask(image_id))))
         rows.append(row)
     viz.save_panel(ctx.figures_dir / "cam_panel.png", rows, title="CAMs (labelled classes)")
+    from pmm.tracking import log_heatmaps
+
+    log_heatmaps(ctx.cfg, "cams", [row[1][1] for row in rows], captions=list(split.ids[: len(rows)]))
 
 
 def run(ctx: RunContext) -> dict:
@@ -164,10 +167,12 @@ def run(ctx: RunContext) -> dict:
     split_name = ctx.cfg.cam.split
     infer_cams(ctx, module, split_name)
     if not ctx.is_main_process:
+        barrier()
         return {}
     scores = score_cams(ctx, split_name)
     save_cam_figures(ctx, split_name, scores)
     ctx.record(**{k: v for k, v in scores.items() if k != "cam_per_class_iou"})
     write_json(ctx.run_dir / "cam_report.json", scores)
     log.info("CAM mIoU on %s: %.4f at background threshold %.2f", split_name, scores["cam_miou"], scores["cam_bg_threshold"])
+    barrier()  # the other ranks wait for metrics.json (the next stage reads t* from it)
     return scores

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from pmm.context import RunContext
+from pmm.tracking import run_config
 
 log = logging.getLogger("pmm")
 
@@ -26,7 +27,11 @@ def build_trainer(ctx: RunContext, max_epochs: int, callbacks: list | None = Non
     kwargs = OmegaConf.to_container(ctx.cfg.trainer, resolve=True)
     kwargs.pop("_target_", None)
     kwargs.update(overrides)
-    kwargs.setdefault("logger", build_loggers(ctx.cfg) or False)
+    if "logger" not in kwargs:
+        loggers = build_loggers(ctx.cfg)
+        for logger in loggers:
+            logger.log_hyperparams(run_config(ctx.cfg))
+        kwargs["logger"] = loggers or False
     trainer = pl.Trainer(max_epochs=max_epochs, callbacks=callbacks or [], **kwargs)
     ctx.record(world_size=trainer.world_size)
     return trainer

@@ -9,7 +9,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from pmm.context import RunContext
+from pmm.context import RunContext, barrier, global_rank, world_size
 from pmm.errors import PmmError
 from pmm.evaluation import score_mask_folder
 from pmm.io import load_mask, write_json
@@ -74,30 +74,31 @@ def save_eval_figures(ctx: RunContext, folder: Path, report: dict) -> None:
 
 def evaluate_module(ctx: RunContext, module: SegModule) -> dict:
     """Predict every val image (this rank's shard), then score the PNGs on rank 0."""
-    import torch.distributed as dist
-
     cfg = ctx.cfg.eval
     split = ctx.val_split
     folder = ctx.run_dir / "predictions" / split.split
-    distributed = dist.is_available() and dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    rank, world = global_rank(), world_size()
     device = module.device
     predict_split_to_folder(
         module.net.to(device), split, split.ids[rank::world], folder, batch_size=cfg.batch_size, use_labels=False,
         progress=rank == 0, scales=tuple(cfg.scales), flip=cfg.flip, crf=cfg.crf, mode=cfg.mode,
         window=cfg.window, stride=cfg.stride, device=device,
     )
-    if distributed:
-        dist.barrier()
+    barrier()  # every shard of predictions is written before rank 0 scores the folder
     if rank != 0:
+        barrier()
         return {}
     report = score_mask_folder(split, folder, desc="scoring predictions")
     write_json(ctx.run_dir / "eval_report.json", report)
     print_table(report)
     save_eval_figures(ctx, folder, report)
+    from pmm.stages.pseudo import log_mask_panel
+
+    log_mask_panel(ctx, f"predictions/{split.split}", split.split, folder)
     result = {"val_miou": report["miou"], "val_per_class_iou": report["per_class_iou"]}
     ctx.record(**result)
     log.info("val mIoU (%d images, predictions in %s): %.4f", report["num_images"], folder, report["miou"])
+    barrier()
     return result
 
 

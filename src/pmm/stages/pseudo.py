@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pmm.context import RunContext, global_rank
+from pmm.context import RunContext, barrier, global_rank, world_size
 from pmm.errors import PmmError
 from pmm.evaluation import score_mask_folder
 from pmm.io import load_cams, load_image, save_mask, write_json
@@ -66,7 +66,7 @@ def generate_round_zero(ctx: RunContext, split_name: str, settings: dict) -> Pat
     split = ctx.split(split_name)
     output = round_dir(ctx, 0)
     output.mkdir(parents=True, exist_ok=True)
-    rank, world = global_rank(), max(1, int(ctx.read_metrics().get("world_size", 1)))
+    rank, world = global_rank(), world_size()
     todo = [i for i in split.ids[rank::world] if not (ctx.cfg.pseudo.resume and (output / f"{i}.png").is_file())]
     cam_folder = cams_dir(ctx, split_name)
     tasks = [(i, str(split.image_path(i)), str(cam_folder / f"{i}.npz"), str(output / f"{i}.png")) for i in todo]
@@ -112,6 +112,21 @@ def save_pseudo_figures(ctx: RunContext, split_name: str, folder: Path, settings
             ("ground truth", viz.colorize_mask(split.load_mask(image_id))),
         ])
     viz.save_panel(ctx.figures_dir / "pseudo_panel.png", rows, title=f"pseudo-masks, round 0 ({split_name})")
+    log_mask_panel(ctx, "pseudo_masks/round_0", split_name, folder)
+
+
+def log_mask_panel(ctx: RunContext, key: str, split_name: str, folder: Path) -> None:
+    """The first images of a mask folder with ground truth, as wandb mask overlays (if wandb is on)."""
+    from pmm.io import load_mask
+    from pmm.tracking import log_masks
+
+    if ctx.cfg.get("logger") is None or "wandb" not in ctx.cfg.logger:
+        return
+    split = ctx.split(split_name)
+    ids = split.ids[: ctx.cfg.pseudo.figures]
+    log_masks(ctx.cfg, key, [split.load_image(i) for i in ids],
+              {"mask": [load_mask(folder / f"{i}.png") for i in ids], "ground truth": [split.load_mask(i) for i in ids]},
+              list(ctx.class_names), captions=list(ids))
 
 
 def run(ctx: RunContext) -> dict:
@@ -134,8 +149,9 @@ def run(ctx: RunContext) -> dict:
     log.info("pseudo-masks: method=%s cov=%s alpha=%.2f (CAM threshold t*=%.2f) on split '%s'",
              cfg.method, cfg.cov, alpha, threshold, split_name)
     folder = generate_round_zero(ctx, split_name, settings)
-    _barrier()
+    barrier()  # every shard is written before rank 0 scores the folder
     if not ctx.is_main_process:
+        barrier()
         return {}
     report = score_mask_folder(ctx.split(split_name), folder, desc="scoring pseudo-masks")
     report.update(method=cfg.method, cov=bool(cfg.cov), alpha=alpha, round=0, folder=str(folder))
@@ -156,12 +172,5 @@ def run(ctx: RunContext) -> dict:
     ctx.record(**result)
     log.info("pseudo-mask mIoU on '%s' (%d images, round 0): %.4f  [CAM argmax: %.4f]", split_name,
              report["num_images"], report["miou"], metrics.get("cam_miou", math.nan))
+    barrier()  # the other ranks wait for metrics.json before the next stage reads it
     return result
-
-
-def _barrier() -> None:
-    """Join the ranks when torch.distributed is up (DDP); a no-op in a single process."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()

@@ -97,6 +97,9 @@ def run(ctx: RunContext) -> dict:
         rounds = list(ctx.read_metrics().get("pseudo_miou_rounds", []))
         rounds = rounds[:index] + [report["miou"]]
         ctx.record(pseudo_miou_rounds=rounds)
+        from pmm.stages.pseudo import log_mask_panel
+
+        log_mask_panel(ctx, f"pseudo_masks/round_{index}", ctx.train_split.split, folder)
         log.info("cyclic round %d pseudo-mask mIoU on '%s': %.4f", index, ctx.train_split.split, report["miou"])
 
     callbacks = [
