@@ -23,8 +23,8 @@ def git_commit() -> str:
 
 def run_config(cfg: DictConfig) -> dict:
     """The resolved config plus the git commit, as logged with every stage's hyper-parameters."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    config.pop("hydra", None)
+    # Hydra's own node (present when the config was composed for tests) is not the run's config.
+    config = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
     return {"config": config, "git_commit": git_commit()}
 
 

@@ -39,7 +39,8 @@ class CAMModule(pl.LightningModule):
         net_config: dict | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net"])
+        self.save_hyperparameters(ignore=["net", "optimizer"])
+        self.optimizer_partial = optimizer  # not a hyper-parameter: checkpoints stay plain data (weights_only loads)
         self.net = net
         classes = net.num_classes
         self.val_metrics = MetricCollection(
@@ -97,4 +98,4 @@ class CAMModule(pl.LightningModule):
             {"params": self.net.backbone_layers(), "lr": self.hparams.lr},
             {"params": self.net.new_layers(), "lr": self.hparams.lr * self.hparams.new_layer_lr_mult},
         ]
-        return build_optimizer_and_poly(self, groups, self.hparams.optimizer, self.hparams.poly_power)
+        return build_optimizer_and_poly(self, groups, self.optimizer_partial, self.hparams.poly_power)

@@ -50,7 +50,8 @@ class SegModule(pl.LightningModule):
         val_flip: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net"])
+        self.save_hyperparameters(ignore=["net", "optimizer"])
+        self.optimizer_partial = optimizer  # not a hyper-parameter: checkpoints stay plain data (weights_only loads)
         self.net = net
         self.criterion = PUFLoss(**(loss or {"mode": "none"}))
         self.num_classes = net.num_classes
@@ -116,4 +117,4 @@ class SegModule(pl.LightningModule):
         if self.hparams.poly_period_epochs:
             per_epoch = self.trainer.estimated_stepping_batches / max(1, self.trainer.max_epochs)
             period = max(1, int(round(per_epoch * self.hparams.poly_period_epochs)))
-        return build_optimizer_and_poly(self, groups, self.hparams.optimizer, self.hparams.poly_power, period)
+        return build_optimizer_and_poly(self, groups, self.optimizer_partial, self.hparams.poly_power, period)

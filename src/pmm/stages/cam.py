@@ -66,7 +66,7 @@ def build_cam_module(ctx: RunContext) -> CAMModule:
 def load_cam_module(ctx: RunContext, path: str | Path) -> CAMModule:
     """A trained CAM module from a checkpoint; the network is rebuilt from the config saved in it."""
     path = ctx.require_file(path, "cam_ckpt", "train one with stage=cam or point cam_ckpt at a CAM checkpoint")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     net_config = dict(checkpoint.get("hyper_parameters", {}).get("net_config") or {})
     if not net_config:
         raise PmmError(f"cam_ckpt={path}: not a pmm CAM checkpoint (no net_config in its hyper-parameters)")

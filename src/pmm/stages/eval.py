@@ -23,7 +23,7 @@ log = logging.getLogger("pmm")
 def load_seg_module(ctx: RunContext, path: str | Path) -> SegModule:
     """A trained segmenter from a checkpoint; the network is rebuilt from the config saved in it."""
     path = ctx.require_file(path, "seg_ckpt", "train one with stage=seg or point seg_ckpt at a segmenter checkpoint")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     net_config = dict(checkpoint.get("hyper_parameters", {}).get("net_config") or {})
     if not net_config:
         raise PmmError(f"seg_ckpt={path}: not a pmm segmenter checkpoint (no net_config in its hyper-parameters)")
