@@ -6,6 +6,7 @@ import logging
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
@@ -27,6 +28,10 @@ def build_trainer(ctx: RunContext, max_epochs: int, callbacks: list | None = Non
     kwargs = OmegaConf.to_container(ctx.cfg.trainer, resolve=True)
     kwargs.pop("_target_", None)
     kwargs.update(overrides)
+    on_cpu = kwargs.get("accelerator") == "cpu" or (kwargs.get("accelerator") == "auto" and not torch.cuda.is_available())
+    if kwargs.get("sync_batchnorm") and on_cpu:
+        # torch's SyncBatchNorm is CUDA-only; CPU DDP (gloo) runs with per-process BatchNorm.
+        kwargs["sync_batchnorm"] = False
     if "logger" not in kwargs:
         loggers = build_loggers(ctx.cfg)
         for logger in loggers:
