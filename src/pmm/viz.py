@@ -89,7 +89,7 @@ def save_panel(
     n_cols = max(len(row) for row in rows)
     first = np.asarray(next(image for row in rows for _, image in row))
     cell_height = cell_width * first.shape[0] / first.shape[1]
-    title_space = 0.3 * (title is not None) + 0.3  # inches: figure title, then column titles
+    title_space = 0.35 * (title is not None) + 0.3  # inches: figure title, then column titles
     fig = _figure(n_cols * cell_width, n_rows * cell_height + title_space)
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for row_index in range(n_rows):
@@ -103,9 +103,9 @@ def save_panel(
             ax.imshow(image, cmap="gray" if image.ndim == 2 else None, interpolation="nearest")
             if row_index == 0:
                 ax.set_title(name, fontsize=9)
-    if title is not None:
-        fig.suptitle(title, fontsize=10)
     total_height = n_rows * cell_height + title_space
+    if title is not None:  # pinned to the top edge so it never runs into the column titles
+        fig.suptitle(title, fontsize=10, y=1.0 - 0.05 / total_height, va="top")
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1.0 - title_space / total_height, wspace=0.02, hspace=0.02)
     _save(fig, path)
 

@@ -6,8 +6,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
-import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint
@@ -16,6 +14,7 @@ from tqdm import tqdm
 from pmm.cam.inference import ThresholdSweep
 from pmm.cam.module import CAMModule
 from pmm.cam.net import CAMNet
+from pmm.checkpoints import read_checkpoint
 from pmm.context import RunContext, barrier
 from pmm.data.datasets import ClassificationDataset, InferenceDataset, list_collate
 from pmm.data.transforms import eval_transform, train_transform
@@ -66,11 +65,7 @@ def build_cam_module(ctx: RunContext) -> CAMModule:
 def load_cam_module(ctx: RunContext, path: str | Path) -> CAMModule:
     """A trained CAM module from a checkpoint; the network is rebuilt from the config saved in it."""
     path = ctx.require_file(path, "cam_ckpt", "train one with stage=cam or point cam_ckpt at a CAM checkpoint")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    net_config = dict(checkpoint.get("hyper_parameters", {}).get("net_config") or {})
-    if not net_config:
-        raise PmmError(f"cam_ckpt={path}: not a pmm CAM checkpoint (no net_config in its hyper-parameters)")
-    net_config.update(pretrained=False, weights=None)  # the checkpoint carries the weights
+    checkpoint, net_config = read_checkpoint(path, "cam_ckpt")
     classes = checkpoint["state_dict"]["net.classifier.weight"].shape[0]
     if classes != ctx.num_classes - 1:
         raise PmmError(

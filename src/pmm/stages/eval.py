@@ -9,6 +9,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from pmm.checkpoints import read_checkpoint
 from pmm.context import RunContext, barrier, global_rank, world_size
 from pmm.errors import PmmError
 from pmm.evaluation import score_mask_folder
@@ -23,11 +24,7 @@ log = logging.getLogger("pmm")
 def load_seg_module(ctx: RunContext, path: str | Path) -> SegModule:
     """A trained segmenter from a checkpoint; the network is rebuilt from the config saved in it."""
     path = ctx.require_file(path, "seg_ckpt", "train one with stage=seg or point seg_ckpt at a segmenter checkpoint")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    net_config = dict(checkpoint.get("hyper_parameters", {}).get("net_config") or {})
-    if not net_config:
-        raise PmmError(f"seg_ckpt={path}: not a pmm segmenter checkpoint (no net_config in its hyper-parameters)")
-    net_config.update(pretrained=False, weights=None)
+    checkpoint, net_config = read_checkpoint(path, "seg_ckpt")
     classes = len(checkpoint["hyper_parameters"].get("class_names") or ctx.class_names)
     if classes != ctx.num_classes:
         raise PmmError(f"seg_ckpt={path}: trained for {classes} classes but data.class_names has {ctx.num_classes}")
@@ -58,7 +55,7 @@ def save_eval_figures(ctx: RunContext, folder: Path, report: dict) -> None:
     rows = []
     for image_id in split.ids[: ctx.cfg.eval.figures]:
         image = split.load_image(image_id)
-        rows.append([("image", image), ("prediction", viz.overlay_mask(image, load_mask(folder / f"{image_id}.png"))),
+        rows.append([("image", image), ("prediction", viz.colorize_mask(load_mask(folder / f"{image_id}.png"))),
                      ("ground truth", viz.colorize_mask(split.load_mask(image_id)))])
     viz.save_panel(ctx.figures_dir / "val_predictions.png", rows, title="segmenter on val")
     rounds = ctx.read_metrics().get("pseudo_miou_rounds", [])
