@@ -114,3 +114,25 @@ def test_unknown_mode_lists_valid_modes():
 def test_size_mismatch_is_a_clear_error():
     with pytest.raises(ValueError, match="upsample"):
         PUFLoss()(torch.zeros(1, 2, 4, 4), torch.zeros(1, 8, 8, dtype=torch.long))
+
+
+def test_seg_module_trains_with_plain_cross_entropy_during_puf_warmup():
+    from functools import partial
+
+    from pmm.seg.model import Segmenter
+    from pmm.seg.module import SegModule
+
+    torch.manual_seed(0)
+    net = Segmenter("deeplabv3plus", "tu-regnetx_002", num_classes=3, decoder_channels=16)
+    # beta=100: PUF always applies; mode ignore with k=0 drops every pixel, so PUF's loss is exactly 0.
+    module = SegModule(net, partial(torch.optim.SGD), loss={"mode": "ignore", "beta": 100.0, "k": 0.0,
+                                                             "warmup_epochs": 1})
+    batch = {"image": torch.rand(2, 3, 32, 32), "mask": torch.randint(0, 3, (2, 32, 32))}
+    net.eval()  # deterministic forward: the same logits in both calls
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(net(batch["image"])["out"], batch["mask"])
+        warmup_loss = module.training_step(batch, 0)  # epoch 0 < warmup_epochs
+        module.puf_warmup_epochs = 0
+        puf_loss = module.training_step(batch, 0)
+    torch.testing.assert_close(warmup_loss, expected)
+    assert puf_loss.item() == 0.0

@@ -17,6 +17,7 @@ def create_backbone(
     output_stride: int = 16,
     out_index: int = -1,
     config_key: str = "model",
+    in_chans: int = 3,
 ) -> nn.Module:
     """A timm feature extractor returning one feature map (the stage ``out_index``).
 
@@ -27,6 +28,7 @@ def create_backbone(
         output_stride: 8, 16 or 32; dilates the last stages as DeepLab/SEAM do.
         out_index: which feature stage to return (timm ``out_indices``); stages after it are dropped.
         config_key: the config node named in error messages.
+        in_chans: input channels (``pmm.input_encoding``); timm adapts pretrained first-layer weights.
     """
     overlay = None
     if weights:
@@ -35,7 +37,7 @@ def create_backbone(
             raise PmmError(f"{config_key}.weights={weights}: file not found; give a timm-compatible state dict file")
         overlay = {"file": str(path.resolve())}
     # timm drops the stages after the last requested one, so a shallower out_index is also cheaper.
-    kwargs = dict(features_only=True, output_stride=output_stride, out_indices=(out_index,))
+    kwargs = dict(features_only=True, output_stride=output_stride, out_indices=(out_index,), in_chans=in_chans)
     try:
         return timm.create_model(name, pretrained=bool(pretrained or weights), pretrained_cfg_overlay=overlay, **kwargs)
     except RuntimeError as error:  # state-dict mismatch of a local file

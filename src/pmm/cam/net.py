@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from pmm.backbone import create_backbone
+from pmm.input_encoding import InputEncoding
 
 
 class CAMNet(nn.Module):
@@ -24,9 +25,13 @@ class CAMNet(nn.Module):
         output_stride: int = 16,
         out_index: int = -1,
         dropout: float = 0.0,
+        input: str = "rgb",  # noqa: A002 - the config key users write (model.input)
     ) -> None:
         super().__init__()
-        self.backbone = create_backbone(backbone, pretrained, weights, output_stride, out_index)
+        self.encode_input = InputEncoding(input)
+        self.backbone = create_backbone(
+            backbone, pretrained, weights, output_stride, out_index, in_chans=self.encode_input.out_channels
+        )
         channels = self.backbone.feature_info.channels()[-1]
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1, bias=False)
@@ -34,7 +39,7 @@ class CAMNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (logits N x classes, CAMs N x classes x h x w) for foreground classes."""
-        features = self.backbone(images)[-1]
+        features = self.backbone(self.encode_input(images))[-1]
         cams = self.classifier(self.dropout(features))
         return cams.mean(dim=(2, 3)), cams
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pmm.errors import PmmError
+from pmm.input_encoding import InputEncoding
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Segmenter(nn.Module):
             default (16 for deeplabv3plus, 2**encoder_depth for pspnet).
         decoder_channels: ASPP channels (deeplabv3plus) or PSP module channels (pspnet). ``None``:
             the SMP default (256, resp. 512).
+        input: what the encoder sees: ``rgb``, ``edges`` or ``rgb+edges`` (``pmm.input_encoding``).
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class Segmenter(nn.Module):
         encoder_depth: int | None = None,
         output_stride: int | None = None,
         decoder_channels: int | None = None,
+        input: str = "rgb",  # noqa: A002 - the config key users write (segmenter.input)
     ):
         super().__init__()
         if arch not in ARCHS:
@@ -87,9 +90,11 @@ class Segmenter(nn.Module):
         self.arch = arch
         self.encoder_name = encoder
         self.num_classes = num_classes
+        self.encode_input = InputEncoding(input)
 
         kwargs = {
             "encoder_name": encoder,
+            "in_channels": self.encode_input.out_channels,
             "classes": num_classes,
             # Upsampling is done once in forward, to the exact input size, for every arch.
             "upsampling": 1,
@@ -134,7 +139,7 @@ class Segmenter(nn.Module):
         if not (torch.jit.is_scripting() or torch.jit.is_tracing()):
             self.model.check_input_shape(x)
         size = x.shape[-2:]
-        features = self.model.encoder(x)
+        features = self.model.encoder(self.encode_input(x))
         logits = self.model.segmentation_head(self.model.decoder(features))
         result = {"out": _resize(logits, size)}
         if self.aux_head is not None:
@@ -184,3 +189,30 @@ def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike, max_keys: 
             + " (expected a state dict saved from this encoder's .state_dict())"
         )
     encoder.load_state_dict(state_dict, strict=True)
+
+
+def encoder_weights_from_cam(encoder: nn.Module, cam_state_dict: dict[str, Tensor]) -> list[str]:
+    """Copy a trained CAM backbone into a segmentation encoder where names and shapes agree.
+
+    The CAM classifier is the only network of a from-scratch run that has seen the images: starting
+    the segmenter from it is what ImageNet weights are in the usual setting. A CAM checkpoint
+    names its backbone ``net.backbone.<timm key>``; an SMP ``tu-`` encoder holds the same timm
+    model under ``model.<timm key>``. The CAM network may stop at an earlier stage (``out_index``):
+    the stages it lacks stay as initialised.
+
+    Returns:
+        The encoder keys that were copied (empty when the architectures share nothing).
+    """
+    prefix = "net.backbone."
+    target = encoder.state_dict()
+    copied = {}
+    for key, value in cam_state_dict.items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix):]
+        for candidate in (f"model.{name}", name):
+            if candidate in target and target[candidate].shape == value.shape:
+                copied[candidate] = value
+                break
+    encoder.load_state_dict(copied, strict=False)
+    return sorted(copied)

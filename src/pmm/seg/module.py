@@ -25,7 +25,8 @@ class SegModule(pl.LightningModule):
         net: the segmenter.
         optimizer: partial ``torch.optim`` constructor (Hydra ``_partial_: true``).
         lr: encoder learning rate; decoder and heads get ``lr * head_lr_mult``.
-        loss: PUFLoss keyword arguments (``mode``, ``beta``, ``k``).
+        loss: PUFLoss keyword arguments (``mode``, ``beta``, ``k``), plus ``warmup_epochs``: plain
+            cross-entropy for that many first epochs, PUF after.
         aux_weight: weight of the auxiliary head's loss (0.4 as PSPNet).
         poly_period_epochs: the poly decay restarts every this many epochs (one cyclic round), or
             spans the whole fit when ``None``.
@@ -53,7 +54,12 @@ class SegModule(pl.LightningModule):
         self.save_hyperparameters(ignore=["net", "optimizer"])
         self.optimizer_partial = optimizer  # not a hyper-parameter: checkpoints stay plain data (weights_only loads)
         self.net = net
-        self.criterion = PUFLoss(**(loss or {"mode": "none"}))
+        loss = dict(loss or {"mode": "none"})
+        # From scratch, background pixels pull the mean loss below beta within an epoch, while
+        # whole classes are still unlearnt: PUF would then cut their (high-loss) pixels out for good.
+        self.puf_warmup_epochs = int(loss.pop("warmup_epochs", 0) or 0)
+        self.criterion = PUFLoss(**loss)
+        self.warmup_criterion = PUFLoss(mode="none", ignore_index=self.criterion.ignore_index)
         self.num_classes = net.num_classes
         self.val_confusion = MulticlassConfusionMatrix(self.num_classes, ignore_index=255)
         self.val_miou_best = MaxMetric()
@@ -81,10 +87,11 @@ class SegModule(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         outputs = self.net(batch["image"])
-        loss = self.criterion(outputs["out"], batch["mask"])
-        under_fitting = self.criterion.last_under_fitting
+        criterion = self.warmup_criterion if self.current_epoch < self.puf_warmup_epochs else self.criterion
+        loss = criterion(outputs["out"], batch["mask"])
+        under_fitting = criterion.last_under_fitting
         if "aux" in outputs and self.hparams.aux_weight > 0:
-            loss = loss + self.hparams.aux_weight * self.criterion(outputs["aux"], batch["mask"])
+            loss = loss + self.hparams.aux_weight * criterion(outputs["aux"], batch["mask"])
         size = len(batch["image"])
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
         self.log("train/under_fitting", under_fitting.float(), on_step=False, on_epoch=True, batch_size=size)

@@ -21,7 +21,7 @@ from pmm.data.transforms import eval_transform, train_transform
 from pmm.errors import PmmError
 from pmm.io import load_cams, save_cams, write_json
 from pmm.metrics import per_class_iou
-from pmm.stages.common import build_trainer, loader
+from pmm.stages.common import build_trainer, epochs_for_min_steps, loader
 
 log = logging.getLogger("pmm")
 
@@ -90,8 +90,12 @@ def train_cam(ctx: RunContext) -> CAMModule:
     checkpoint = ModelCheckpoint(dirpath=cam_checkpoint_dir(ctx), filename="epoch{epoch:02d}", monitor="val/mAP",
                                  mode="max", save_last=True, auto_insert_metric_name=False)
     trainer = build_trainer(ctx, cfg.cam.max_epochs, callbacks=[checkpoint])
-    log.info("CAM stage: %s on %d train / %d val images, crop %d, %d epochs", cfg.model.backbone,
-             len(train_set), len(val_set), crop, cfg.cam.max_epochs)
+    # The trainer knows the world size before any process group exists.
+    epochs = epochs_for_min_steps(cfg.cam.max_epochs, cfg.cam.get("min_steps"), len(train_set), batch,
+                                  trainer.world_size)
+    trainer.fit_loop.max_epochs = epochs
+    log.info("CAM stage: %s (input %s) on %d train / %d val images, crop %d, %d epochs", cfg.model.backbone,
+             cfg.model.get("input", "rgb"), len(train_set), len(val_set), crop, epochs)
     trainer.fit(
         module,
         train_dataloaders=loader(train_set, batch, cfg.data.num_workers, shuffle=True, drop_last=len(train_set) > batch),

@@ -9,13 +9,15 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
+from pmm.checkpoints import read_checkpoint
 from pmm.context import RunContext
 from pmm.errors import PmmError
 from pmm.evaluation import score_mask_folder
 from pmm.seg.cyclic import CyclicPseudoMask
 from pmm.seg.datamodule import PseudoMaskDataModule
-from pmm.seg.model import Segmenter
+from pmm.seg.model import Segmenter, encoder_weights_from_cam
 from pmm.seg.module import SegModule
+from pmm.stages.cam import cam_checkpoint_dir
 from pmm.stages.common import build_trainer
 
 log = logging.getLogger("pmm")
@@ -52,10 +54,38 @@ def resolve_mask_source(ctx: RunContext) -> Path | None:
     return path
 
 
+def init_encoder_from_cam(ctx: RunContext, net: Segmenter) -> None:
+    """``segmenter.init_from_cam``: start the encoder from the CAM backbone (``cam_ckpt`` or this run's)."""
+    path = Path(ctx.cfg.cam_ckpt) if ctx.cfg.cam_ckpt else cam_checkpoint_dir(ctx) / "last.ckpt"
+    if not path.is_file():
+        log.warning("segmenter.init_from_cam: no CAM checkpoint at %s; the encoder starts from %s", path,
+                    "ImageNet weights" if ctx.cfg.segmenter.pretrained or ctx.cfg.segmenter.weights else "scratch")
+        return
+    checkpoint, cam_net_config = read_checkpoint(path, "cam_ckpt")
+    cam_input = cam_net_config.get("input", "rgb")
+    if cam_input != net.encode_input.mode:
+        raise PmmError(
+            f"segmenter.init_from_cam: the CAM network at {path} sees input={cam_input} but segmenter.input="
+            f"{net.encode_input.mode}; set segmenter.input={cam_input} or segmenter.init_from_cam=false"
+        )
+    copied = encoder_weights_from_cam(net.encoder, checkpoint["state_dict"])
+    if not copied:
+        raise PmmError(
+            f"segmenter.init_from_cam: the CAM backbone {cam_net_config.get('backbone')} shares no weights with "
+            f"encoder {ctx.cfg.segmenter.encoder}; use encoder=tu-{cam_net_config.get('backbone')} or "
+            "segmenter.init_from_cam=false"
+        )
+    log.info("segmenter encoder starts from the CAM backbone (%s): %d of %d tensors", path, len(copied),
+             len(net.encoder.state_dict()))
+
+
 def build_seg_module(ctx: RunContext) -> SegModule:
     cfg = ctx.cfg
     net_config = OmegaConf.to_container(cfg.segmenter, resolve=True)
+    init_from_cam = net_config.pop("init_from_cam", False)
     net = Segmenter(num_classes=ctx.num_classes, **net_config)
+    if init_from_cam and not cfg.ckpt_path:
+        init_encoder_from_cam(ctx, net)
     return SegModule(
         net,
         optimizer=instantiate(cfg.seg.optimizer),

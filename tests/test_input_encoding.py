@@ -1,0 +1,100 @@
+"""The colour-blind edge input: what it keeps (outlines, textures) and what it drops (colour)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pmm.cam.net import CAMNet
+from pmm.errors import PmmError
+from pmm.input_encoding import InputEncoding, edge_magnitude
+from pmm.seg.model import Segmenter
+from pmm.stages.common import epochs_for_min_steps
+
+
+def two_colour_square(inside: tuple[float, float, float], outside: tuple[float, float, float]) -> torch.Tensor:
+    image = torch.tensor(outside).view(1, 3, 1, 1).repeat(1, 1, 32, 32)
+    image[:, :, 8:24, 8:24] = torch.tensor(inside).view(1, 3, 1, 1)
+    return image
+
+
+def test_flat_image_has_no_edges():
+    assert edge_magnitude(torch.full((2, 3, 16, 16), 0.7)).abs().max() < 1e-5
+
+
+def test_edges_lie_on_the_outline_only():
+    edges = edge_magnitude(two_colour_square((1.0, 0.0, 0.0), (0.0, 0.0, 1.0)))[0, 0]
+    outline = torch.zeros(32, 32, dtype=torch.bool)
+    outline[7:25, 7:25] = True
+    outline[9:23, 9:23] = False
+    assert edges[outline].min() > 0.1
+    assert edges[~outline].max() < 1e-5
+
+
+def test_edges_ignore_which_colours_the_shape_has():
+    red_on_blue = edge_magnitude(two_colour_square((1.0, 0.0, 0.0), (0.0, 0.0, 1.0)))
+    blue_on_red = edge_magnitude(two_colour_square((0.0, 0.0, 1.0), (1.0, 0.0, 0.0)))
+    green_on_blue = edge_magnitude(two_colour_square((0.0, 1.0, 0.0), (0.0, 0.0, 1.0)))
+    torch.testing.assert_close(red_on_blue, blue_on_red)
+    torch.testing.assert_close(red_on_blue, green_on_blue)
+
+
+@pytest.mark.parametrize(("mode", "channels"), [("rgb", 3), ("edges", 1), ("rgb+edges", 4)])
+def test_encoding_channels(mode, channels):
+    images = torch.rand(2, 3, 24, 24)
+    encoded = InputEncoding(mode)(images)
+    assert encoded.shape == (2, channels, 24, 24)
+    if mode != "edges":
+        torch.testing.assert_close(encoded[:, :3], images)
+
+
+def test_unknown_mode_names_the_key_and_the_choices():
+    with pytest.raises(PmmError, match=r"model\.input=hsv: unknown input encoding; use one of rgb, edges, rgb\+edges"):
+        InputEncoding("hsv")
+
+
+def test_networks_take_rgb_whatever_their_encoding():
+    images = torch.rand(2, 3, 64, 64)
+    logits, cams = CAMNet("regnetx_002", num_classes=4, out_index=-2, input="edges")(images)
+    assert logits.shape == (2, 4) and cams.shape == (2, 4, 4, 4)
+    out = Segmenter("deeplabv3plus", "tu-regnetx_002", num_classes=5, decoder_channels=16, input="rgb+edges")(images)
+    assert out["out"].shape == (2, 5, 64, 64)
+
+
+@pytest.mark.parametrize(
+    ("max_epochs", "min_steps", "images", "batch", "world", "expected"),
+    [
+        (20, None, 400, 16, 1, 20),  # no minimum: the epochs as configured
+        (20, 1000, 400, 16, 1, 40),  # 25 steps an epoch -> 40 epochs
+        (20, 1000, 600, 16, 1, 28),  # 37 steps an epoch -> ceil(27.03)
+        (20, 100, 600, 16, 1, 20),  # the minimum is already met
+        (20, 1000, 400, 16, 2, 84),  # two ranks share each epoch's images: 12 full batches each
+        (1, 10, 4, 16, 1, 10),  # fewer images than a batch still counts one step an epoch
+    ],
+)
+def test_epochs_for_min_steps(max_epochs, min_steps, images, batch, world, expected):
+    assert epochs_for_min_steps(max_epochs, min_steps, images, batch, world) == expected
+
+
+def test_segmenter_encoder_starts_from_the_cam_backbone():
+    from pmm.seg.model import encoder_weights_from_cam
+
+    cam_net = CAMNet("regnetx_002", num_classes=4, out_index=-2, input="edges")
+    cam_state = {f"net.{key}": value for key, value in cam_net.state_dict().items()}
+    segmenter = Segmenter("deeplabv3plus", "tu-regnetx_002", num_classes=5, decoder_channels=16, input="edges")
+    last_stage_before = segmenter.encoder.model.s4.b1.conv1.conv.weight.clone()
+    copied = encoder_weights_from_cam(segmenter.encoder, cam_state)
+    # Every backbone tensor of the CAM network (stem to s3) lands in the encoder; s4 stays as it was.
+    assert len(copied) == len(cam_net.backbone.state_dict())
+    torch.testing.assert_close(segmenter.encoder.model.stem.conv.weight, cam_net.backbone.stem.conv.weight)
+    torch.testing.assert_close(segmenter.encoder.model.s3.b1.conv1.conv.weight, cam_net.backbone.s3.b1.conv1.conv.weight)
+    torch.testing.assert_close(segmenter.encoder.model.s4.b1.conv1.conv.weight, last_stage_before)
+
+
+def test_unrelated_cam_backbone_copies_nothing():
+    from pmm.seg.model import encoder_weights_from_cam
+
+    cam_net = CAMNet("resnet18", num_classes=4, out_index=-1)
+    cam_state = {f"net.{key}": value for key, value in cam_net.state_dict().items()}
+    segmenter = Segmenter("deeplabv3plus", "tu-regnetx_002", num_classes=5, decoder_channels=16)
+    assert encoder_weights_from_cam(segmenter.encoder, cam_state) == []
