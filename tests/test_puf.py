@@ -116,6 +116,7 @@ def test_size_mismatch_is_a_clear_error():
         PUFLoss()(torch.zeros(1, 2, 4, 4), torch.zeros(1, 8, 8, dtype=torch.long))
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 def test_seg_module_trains_with_plain_cross_entropy_during_puf_warmup():
     from functools import partial
 
