@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -18,7 +19,7 @@ from pmm.seg.datamodule import PseudoMaskDataModule
 from pmm.seg.model import Segmenter, encoder_weights_from_cam
 from pmm.seg.module import SegModule
 from pmm.stages.cam import cam_checkpoint_dir
-from pmm.stages.common import build_trainer
+from pmm.stages.common import build_trainer, epochs_for_min_steps
 
 log = logging.getLogger("pmm")
 
@@ -79,8 +80,10 @@ def init_encoder_from_cam(ctx: RunContext, net: Segmenter) -> None:
              len(net.encoder.state_dict()))
 
 
-def build_seg_module(ctx: RunContext) -> SegModule:
+def build_seg_module(ctx: RunContext, round_epochs: int | None = None) -> SegModule:
+    """The segmentation module of the config; ``round_epochs`` is the cyclic period (``seg_schedule``)."""
     cfg = ctx.cfg
+    round_epochs = round_epochs or cfg.cyclic.every_n_epochs
     net_config = OmegaConf.to_container(cfg.segmenter, resolve=True)
     init_from_cam = net_config.pop("init_from_cam", False)
     net = Segmenter(num_classes=ctx.num_classes, **net_config)
@@ -94,18 +97,28 @@ def build_seg_module(ctx: RunContext) -> SegModule:
         poly_power=cfg.seg.poly_power,
         loss=OmegaConf.to_container(cfg.seg.loss, resolve=True),
         aux_weight=cfg.seg.aux_weight,
-        poly_period_epochs=cfg.cyclic.every_n_epochs if cfg.cyclic.rounds > 0 and cfg.cyclic.reinit else None,
+        poly_period_epochs=round_epochs if cfg.cyclic.rounds > 0 and cfg.cyclic.reinit else None,
         class_names=list(ctx.class_names),
         net_config=net_config,
     )
 
 
-def seg_epochs(ctx: RunContext) -> int:
-    """``seg.max_epochs``, or ``cyclic.every_n_epochs * (cyclic.rounds + 1)`` when null."""
+def seg_schedule(ctx: RunContext, num_images: int, world_size: int = 1) -> tuple[int, int]:
+    """(epochs per cyclic round, total epochs) of the segmentation stage.
+
+    ``seg.max_epochs`` when set; otherwise ``cyclic.every_n_epochs`` per round for ``cyclic.rounds + 1``
+    rounds, each round lengthened so that the whole run makes at least ``seg.min_steps`` optimiser
+    steps (a small dataset gets more epochs, as in the CAM stage).
+    """
     cfg = ctx.cfg
+    round_epochs = int(cfg.cyclic.every_n_epochs)
     if cfg.seg.max_epochs is not None:
-        return int(cfg.seg.max_epochs)
-    return int(cfg.cyclic.every_n_epochs) * (int(cfg.cyclic.rounds) + 1)
+        return round_epochs, int(cfg.seg.max_epochs)
+    rounds = int(cfg.cyclic.rounds) + 1
+    batch = min(cfg.seg.batch_size, num_images)
+    total = epochs_for_min_steps(round_epochs * rounds, cfg.seg.get("min_steps"), num_images, batch, world_size)
+    round_epochs = math.ceil(total / rounds)
+    return round_epochs, round_epochs * rounds
 
 
 def run(ctx: RunContext) -> dict:
@@ -115,7 +128,15 @@ def run(ctx: RunContext) -> dict:
         ctx.train_split, ctx.val_split, mask_dir, ctx.crop_size(), tuple(cfg.data.scale_range),
         cfg.seg.batch_size, cfg.data.num_workers,
     )
-    module = build_seg_module(ctx)
+    checkpoint = ModelCheckpoint(dirpath=ctx.run_dir / "checkpoints" / "seg", filename="epoch{epoch:02d}",
+                                 monitor="val/miou", mode="max", save_last=True, auto_insert_metric_name=False)
+    callbacks = [checkpoint]
+    trainer = build_trainer(ctx, 1, callbacks=callbacks, reload_dataloaders_every_n_epochs=1,
+                            check_val_every_n_epoch=cfg.seg.check_val_every_n_epoch)
+    # The trainer knows the world size before any process group exists; the schedule depends on it.
+    round_epochs, epochs = seg_schedule(ctx, len(ctx.train_split.ids), trainer.world_size)
+    trainer.fit_loop.max_epochs = epochs
+    module = build_seg_module(ctx, round_epochs)
     history = list(ctx.read_metrics().get("pseudo_miou_rounds", []))
     if mask_dir is not None and not history:
         # Round 0 came from elsewhere (a folder): score it so the rounds list starts at the source.
@@ -132,25 +153,19 @@ def run(ctx: RunContext) -> dict:
         log_mask_panel(ctx, f"pseudo_masks/round_{index}", ctx.train_split.split, folder)
         log.info("cyclic round %d pseudo-mask mIoU on '%s': %.4f", index, ctx.train_split.split, report["miou"])
 
-    callbacks = [
-        ModelCheckpoint(dirpath=ctx.run_dir / "checkpoints" / "seg", filename="epoch{epoch:02d}", monitor="val/miou",
-                        mode="max", save_last=True, auto_insert_metric_name=False),
-    ]
     if mask_dir is not None and cfg.cyclic.rounds > 0:
-        callbacks.append(CyclicPseudoMask(
+        # Before the checkpoint callback, as Lightning orders them: a saved epoch holds the round it trained on.
+        trainer.callbacks.insert(0, CyclicPseudoMask(
             ctx.train_split, datamodule, ctx.run_dir / "pseudo_masks", rounds=cfg.cyclic.rounds,
-            every_n_epochs=cfg.cyclic.every_n_epochs, reinit=cfg.cyclic.reinit,
+            every_n_epochs=round_epochs, reinit=cfg.cyclic.reinit,
             puf_first_round_only=cfg.cyclic.puf_first_round_only, restrict_to_labels=cfg.cyclic.restrict_to_labels,
             batch_size=cfg.cyclic.batch_size, on_round=on_round, scales=tuple(cfg.cyclic.scales),
             flip=cfg.cyclic.flip, crf=cfg.cyclic.crf,
         ))
-    trainer = build_trainer(ctx, seg_epochs(ctx), callbacks=callbacks, reload_dataloaders_every_n_epochs=1,
-                            check_val_every_n_epoch=cfg.seg.check_val_every_n_epoch)
     if trainer.loggers:
-        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
-        trainer.callbacks.append(callbacks[-1])
-    log.info("segmentation stage: %s/%s on %s, %d epochs, loss %s", cfg.segmenter.arch, cfg.segmenter.encoder,
-             mask_dir or "ground truth", seg_epochs(ctx), dict(cfg.seg.loss))
+        trainer.callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    log.info("segmentation stage: %s/%s on %s, %d epochs (%d a round), loss %s", cfg.segmenter.arch,
+             cfg.segmenter.encoder, mask_dir or "ground truth", epochs, round_epochs, dict(cfg.seg.loss))
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path if cfg.stage in ("seg", "all") else None)
     ctx.record(seg_source=str(mask_dir) if mask_dir else "gt", seg_loss=cfg.seg.loss.mode)
 
