@@ -1,4 +1,4 @@
-"""The colour-blind edge input: what it keeps (outlines, textures) and what it drops (colour)."""
+"""Training from scratch: the colour-blind edge input, step-based schedules, the encoder from the CAM backbone."""
 
 from __future__ import annotations
 
@@ -98,3 +98,24 @@ def test_unrelated_cam_backbone_copies_nothing():
     cam_state = {f"net.{key}": value for key, value in cam_net.state_dict().items()}
     segmenter = Segmenter("deeplabv3plus", "tu-regnetx_002", num_classes=5, decoder_channels=16)
     assert encoder_weights_from_cam(segmenter.encoder, cam_state) == []
+
+
+@pytest.mark.parametrize(
+    ("max_epochs", "min_steps", "images", "expected"),
+    [
+        (None, None, 600, (5, 10)),  # cyclic.every_n_epochs per round, two rounds
+        (None, 360, 600, (5, 10)),  # 37 steps an epoch: 10 epochs already make 370 steps
+        (None, 360, 400, (8, 16)),  # 25 steps an epoch: 15 epochs needed, rounded up to whole rounds
+        (3, 360, 400, (5, 3)),  # seg.max_epochs wins
+    ],
+)
+def test_seg_schedule_lengthens_rounds_on_small_datasets(max_epochs, min_steps, images, expected):
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from pmm.stages.seg import seg_schedule
+
+    cfg = OmegaConf.create({"seg": {"max_epochs": max_epochs, "min_steps": min_steps, "batch_size": 16},
+                            "cyclic": {"every_n_epochs": 5, "rounds": 1}})
+    assert seg_schedule(SimpleNamespace(cfg=cfg), images) == expected
