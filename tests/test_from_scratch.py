@@ -39,6 +39,29 @@ def test_edges_ignore_which_colours_the_shape_has():
     torch.testing.assert_close(red_on_blue, green_on_blue)
 
 
+def test_blur_keeps_noise_out_of_the_edge_map_but_not_the_outline():
+    generator = torch.Generator().manual_seed(0)
+    noisy = two_colour_square((1.0, 0.0, 0.0), (0.0, 0.0, 1.0)) + 0.1 * torch.randn(1, 3, 32, 32, generator=generator)
+    sharp, blurred = edge_magnitude(noisy)[0, 0], edge_magnitude(noisy, sigma=1.0)[0, 0]
+    flat = torch.zeros(32, 32, dtype=torch.bool)
+    flat[12:20, 12:20] = True  # inside the square, far from the outline: only noise there
+    assert blurred[flat].mean() < 0.5 * sharp[flat].mean()
+    outline = torch.zeros(32, 32, dtype=torch.bool)
+    outline[8:24, 8] = True
+    assert blurred[outline].mean() > 5 * blurred[flat].mean()
+
+
+def test_blur_leaves_a_flat_image_flat_and_is_off_at_zero():
+    assert edge_magnitude(torch.full((1, 3, 16, 16), 0.3), sigma=2.0).abs().max() < 1e-5
+    images = torch.rand(1, 3, 16, 16)
+    torch.testing.assert_close(InputEncoding("edges", edge_sigma=0.0)(images), edge_magnitude(images))
+
+
+def test_negative_blur_names_the_key():
+    with pytest.raises(PmmError, match=r"segmenter\.edge_sigma=-1: expected a blur in pixels >= 0"):
+        InputEncoding("edges", edge_sigma=-1, config_key="segmenter")
+
+
 @pytest.mark.parametrize(("mode", "channels"), [("rgb", 3), ("edges", 1), ("rgb+edges", 4)])
 def test_encoding_channels(mode, channels):
     images = torch.rand(2, 3, 24, 24)

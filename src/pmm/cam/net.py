@@ -26,9 +26,10 @@ class CAMNet(nn.Module):
         out_index: int = -1,
         dropout: float = 0.0,
         input: str = "rgb",  # noqa: A002 - the config key users write (model.input)
+        edge_sigma: float = 0.0,
     ) -> None:
         super().__init__()
-        self.encode_input = InputEncoding(input)
+        self.encode_input = InputEncoding(input, edge_sigma, config_key="model")
         self.backbone = create_backbone(
             backbone, pretrained, weights, output_stride, out_index, in_chans=self.encode_input.out_channels
         )

@@ -68,6 +68,7 @@ class Segmenter(nn.Module):
         decoder_channels: ASPP channels (deeplabv3plus) or PSP module channels (pspnet). ``None``:
             the SMP default (256, resp. 512).
         input: what the encoder sees: ``rgb``, ``edges`` or ``rgb+edges`` (``pmm.input_encoding``).
+        edge_sigma: Gaussian blur (pixels) before the edge filter of ``edges`` inputs; 0: none.
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class Segmenter(nn.Module):
         output_stride: int | None = None,
         decoder_channels: int | None = None,
         input: str = "rgb",  # noqa: A002 - the config key users write (segmenter.input)
+        edge_sigma: float = 0.0,
     ):
         super().__init__()
         if arch not in ARCHS:
@@ -90,7 +92,7 @@ class Segmenter(nn.Module):
         self.arch = arch
         self.encoder_name = encoder
         self.num_classes = num_classes
-        self.encode_input = InputEncoding(input)
+        self.encode_input = InputEncoding(input, edge_sigma, config_key="segmenter")
 
         kwargs = {
             "encoder_name": encoder,
