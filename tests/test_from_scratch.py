@@ -39,6 +39,16 @@ def test_edges_ignore_which_colours_the_shape_has():
     torch.testing.assert_close(red_on_blue, green_on_blue)
 
 
+def test_sliced_sobel_equals_the_convolution():
+    images = torch.rand(2, 3, 23, 29)
+    sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
+    kernels = torch.stack([sobel_x, sobel_x.t()]).unsqueeze(1)
+    padded = torch.nn.functional.pad(images.reshape(6, 1, 23, 29), (1, 1, 1, 1), mode="replicate")
+    gradients = torch.nn.functional.conv2d(padded, kernels).reshape(2, 3, 2, 23, 29)
+    expected = gradients.pow(2).sum(dim=2).sqrt().amax(dim=1, keepdim=True)
+    torch.testing.assert_close(edge_magnitude(images), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_blur_keeps_noise_out_of_the_edge_map_but_not_the_outline():
     generator = torch.Generator().manual_seed(0)
     noisy = two_colour_square((1.0, 0.0, 0.0), (0.0, 0.0, 1.0)) + 0.1 * torch.randn(1, 3, 32, 32, generator=generator)
