@@ -13,11 +13,12 @@ import contextlib
 import json
 import os
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from pmm.errors import PmmError
 
@@ -77,8 +78,36 @@ def save_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
         image.save(tmp, format="PNG")
 
 
+def describe_decode_error(path: str | os.PathLike, error: BaseException) -> str:
+    """Why ``path`` did not decode, in a few words (no newline): empty, truncated, not an image..."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = None
+    if size == 0:
+        return "empty file (0 bytes)"
+    if isinstance(error, UnidentifiedImageError):
+        return f"not an image format PIL can read ({size} bytes)"
+    text = " ".join(str(error).split()) or type(error).__name__
+    if "truncated" in text:
+        return f"truncated file ({size} bytes; {text})"
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    return f"does not decode ({type(error).__name__}: {text})"
+
+
+# What PIL raises on a damaged file: OSError (truncated, unidentified), SyntaxError (broken PNG
+# chunks), ValueError/EOFError/zlib.error (corrupt streams), DecompressionBombError (absurd sizes).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image.DecompressionBombError)
+
+
 def load_mask(path: str | os.PathLike) -> np.ndarray:
-    """Read a label PNG as HxW uint8 class ids. Palette PNGs give indices; greyscale gives values."""
+    """Read a label PNG as HxW uint8 class ids. Palette PNGs give indices; greyscale gives values.
+
+    Raises:
+        PmmError: one line naming the file when it is missing, empty, truncated, undecodable or
+            not a palette/greyscale image.
+    """
     try:
         with Image.open(path) as image:
             if image.mode not in ("P", "L", "I", "I;16"):
@@ -86,18 +115,42 @@ def load_mask(path: str | os.PathLike) -> np.ndarray:
                     f"{path}: mask is an {image.mode} image; expected a palette (P) or greyscale (L) PNG "
                     "whose pixel values are class ids (VOC SegmentationClass format)"
                 )
+            image.load()  # decode the whole file now: a truncated PNG fails here, not later
             return np.asarray(image, dtype=np.uint8).copy()
     except FileNotFoundError:
         raise PmmError(f"{path}: mask file not found") from None
+    except PmmError:
+        raise
+    except _DECODE_ERRORS as error:
+        raise PmmError(
+            f"{path}: mask cannot be read: {describe_decode_error(path, error)}; replace the file "
+            "(or delete it if pmm wrote it, and rerun with pseudo.resume=true)"
+        ) from None
+
+
+def mask_decodes(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a complete, decodable mask (what ``pseudo.resume`` keeps)."""
+    try:
+        load_mask(path)
+    except (PmmError, OSError):
+        return False
+    return True
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as HxWx3 uint8 RGB."""
+    """Read an image as HxWx3 uint8 RGB.
+
+    Raises:
+        PmmError: one line naming the file when it is missing, empty, truncated or undecodable.
+    """
     try:
         with Image.open(path) as image:
+            image.load()  # decode the whole file: a truncated JPEG with an intact header fails here
             return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
     except FileNotFoundError:
         raise PmmError(f"{path}: image file not found") from None
+    except _DECODE_ERRORS as error:
+        raise PmmError(f"{path}: image cannot be read: {describe_decode_error(path, error)}; replace the file") from None
 
 
 def save_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> None:
