@@ -90,7 +90,7 @@ def describe_decode_error(path: str | os.PathLike, error: BaseException) -> str:
         return f"not an image format PIL can read ({size} bytes)"
     text = " ".join(str(error).split()) or type(error).__name__
     if "truncated" in text:
-        return f"truncated file ({size} bytes; {text})"
+        return f"truncated file ({size} bytes, the data stops early)"
     if isinstance(error, PermissionError):
         return "permission denied"
     return f"does not decode ({type(error).__name__}: {text})"
@@ -98,7 +98,7 @@ def describe_decode_error(path: str | os.PathLike, error: BaseException) -> str:
 
 # What PIL raises on a damaged file: OSError (truncated, unidentified), SyntaxError (broken PNG
 # chunks), ValueError/EOFError/zlib.error (corrupt streams), DecompressionBombError (absurd sizes).
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image.DecompressionBombError)
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image.DecompressionBombError)
 
 
 def load_mask(path: str | os.PathLike) -> np.ndarray:
@@ -121,7 +121,7 @@ def load_mask(path: str | os.PathLike) -> np.ndarray:
         raise PmmError(f"{path}: mask file not found") from None
     except PmmError:
         raise
-    except _DECODE_ERRORS as error:
+    except DECODE_ERRORS as error:
         raise PmmError(
             f"{path}: mask cannot be read: {describe_decode_error(path, error)}; replace the file "
             "(or delete it if pmm wrote it, and rerun with pseudo.resume=true)"
@@ -149,7 +149,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
             return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
     except FileNotFoundError:
         raise PmmError(f"{path}: image file not found") from None
-    except _DECODE_ERRORS as error:
+    except DECODE_ERRORS as error:
         raise PmmError(f"{path}: image cannot be read: {describe_decode_error(path, error)}; replace the file") from None
 
 
