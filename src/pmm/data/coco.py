@@ -6,7 +6,8 @@
 - ``out_root/JPEGImages/<stem>.jpg``: the images (symlinks by default, or copies),
 - ``out_root/ImageSets/Segmentation/<split>.txt``: the converted ids, sorted,
 - ``out_root/class_names.json``: ``["background", <category names in category-id order>]``, the
-  value to give as ``data.class_names``.
+  value to give as ``data.class_names``, and ``out_root/class_names.txt``, the same names one a line
+  (what ``data=coco`` reads through :func:`read_class_names`).
 
 Class ids: COCO category ids are sparse (COCO 2014/2017: 80 categories with ids up to 90); they are
 mapped to the contiguous ids 1..K in increasing category-id order, 0 being background.
@@ -21,38 +22,47 @@ certain label, the crowd is not. A consequence for weak supervision: an image wh
 a class are crowds gets no image-level label for that class (its mask holds 255 there, not the id).
 
 Images without annotations are still converted and listed (all background), as in COCO practice.
-All files are written atomically (temporary name, then rename), so an interrupted conversion can
-simply be run again.
+All files are written atomically (temporary name, then rename), the masks by a pool of worker
+processes; every listed image is checked to exist before anything is written, and the split list and
+class names are written last. A rerun skips the masks newer than the annotation file and the images
+already placed, so an interrupted conversion is finished by running it again.
 
-CLI::
+CLI (``python -m pmm.data.coco`` takes the same options)::
 
-    python -m pmm.data.coco --annotations instances_train2014.json --images train2014/ \\
-        --out data/coco2014 --split train [--copy] [--limit N]
+    python -m pmm.prepare coco --annotations instances_train2014.json --images train2014/ \\
+        --out data/coco2014 --split train [--copy] [--limit N] [--workers N]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import shlex
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from pmm.errors import PmmError
-from pmm.io import atomic_path, save_mask, write_json
+from pmm.io import atomic_path, save_mask
+from pmm.prepare.common import (
+    CLASS_NAMES_JSON,
+    CLASS_NAMES_TXT,
+    default_workers,
+    place_file,
+    read_class_names,
+    run_jobs,
+    write_class_names,
+)
+
+__all__ = ["coco_class_names", "convert_coco_to_voc", "read_class_names", "add_arguments", "run_cli", "main"]
 
 IGNORE = 255
 # Mask values are uint8 and 255 means ignore: background + at most 254 classes.
 MAX_CLASSES = 254
-CLASS_NAMES_FILE = "class_names.json"
+CLASS_NAMES_FILE = CLASS_NAMES_JSON
 
 
 def _load_coco_json(annotation_file: str | os.PathLike) -> dict:
@@ -110,14 +120,14 @@ def coco_class_names(annotation_file: str | os.PathLike) -> tuple[str, ...]:
     return ("background",) + tuple(c["name"] for c in _categories(_load_coco_json(path), path))
 
 
-def _make_coco(dataset: dict):
-    from pycocotools.coco import COCO
-
-    coco = COCO()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress lines
-        coco.createIndex()
-    return coco
+def _annotations_by_image(dataset: dict, path: Path) -> dict:
+    """The annotations of each image id (pycocotools' ``imgToAnns``, without its index of everything)."""
+    by_image: dict = {}
+    for index, ann in enumerate(dataset["annotations"]):
+        if not isinstance(ann, dict) or "image_id" not in ann:
+            raise PmmError(f"{path}: annotations[{index}] has no 'image_id'; COCO annotations need image_id, category_id and segmentation")
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    return by_image
 
 
 def _check_images(dataset: dict, path: Path) -> list[dict]:
@@ -158,30 +168,26 @@ def _check_jpeg(source: Path, image: dict) -> None:
         )
 
 
-def _place_image(source: Path, target: Path, link: bool) -> None:
-    """Put ``source`` at ``target`` (absolute symlink or copy), atomically; skip if already there."""
-    source = source.resolve()
-    if target.exists() and target.resolve() == source:
-        if link or not target.is_symlink():
-            return  # already linked, or the image folder is the output folder
-    elif not link and target.is_file() and not target.is_symlink():
-        src_stat, dst_stat = source.stat(), target.stat()
-        if src_stat.st_size == dst_stat.st_size and src_stat.st_mtime_ns == dst_stat.st_mtime_ns:
-            return  # copied by an earlier run (copy2 keeps the modification time)
-    with atomic_path(target) as tmp:
-        if link:
-            tmp.unlink()
-            os.symlink(source, tmp)
-        else:
-            shutil.copy2(source, tmp)
+def _annotation_mask(ann: dict, height: int, width: int) -> np.ndarray:
+    """HxW uint8 mask of one annotation (polygons, uncompressed or compressed RLE), as pycocotools' annToMask."""
+    from pycocotools import mask as mask_utils
+
+    segmentation = ann["segmentation"]
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation.get("counts"), list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        rle = segmentation
+    return mask_utils.decode(rle)
 
 
-def _semantic_mask(coco, image: dict, class_of: dict[int, int], path: Path) -> np.ndarray:
+def _semantic_mask(annotations: list[dict], image: dict, class_of: dict[int, int], path: Path) -> np.ndarray:
     """HxW uint8 class ids of one image: smaller instances on top, crowds 255 where uncovered."""
     height, width = image["height"], image["width"]
     instances: list[tuple[int, int, int, np.ndarray]] = []  # (-area, ann id, class id, mask)
     crowds: list[np.ndarray] = []
-    for ann in coco.imgToAnns.get(image["id"], []):
+    for ann in annotations:
         category = ann.get("category_id")
         if category not in class_of:
             raise PmmError(
@@ -192,7 +198,7 @@ def _semantic_mask(coco, image: dict, class_of: dict[int, int], path: Path) -> n
         if not segmentation or (isinstance(segmentation, list) and not any(segmentation)):
             continue  # no region (a few COCO annotations are empty)
         try:
-            mask = coco.annToMask(ann).astype(bool)
+            mask = _annotation_mask(ann, height, width).astype(bool)
         except Exception as error:  # pycocotools raises plain Exceptions, TypeErrors...
             raise PmmError(f"{path}: annotation {ann.get('id')} has an unreadable segmentation ({error}); fix or remove it") from None
         if mask.shape != (height, width):
@@ -215,6 +221,41 @@ def _semantic_mask(coco, image: dict, class_of: dict[int, int], path: Path) -> n
     return semantic
 
 
+def _convert_image(item: tuple[dict, list[dict], str, str], shared: tuple) -> bool:
+    """Worker: check one image, write its mask (unless newer than the annotation file), place it."""
+    image, annotations, source, stem = item
+    class_of, path, mask_dir, jpeg_dir, link, annotations_mtime_ns = shared
+    source_path, mask_path = Path(source), Path(mask_dir) / f"{stem}.png"
+    _check_jpeg(source_path, image)
+    try:
+        written = mask_path.stat().st_mtime_ns < annotations_mtime_ns
+    except FileNotFoundError:
+        written = True
+    if written:
+        save_mask(mask_path, _semantic_mask(annotations, image, class_of, Path(path)))
+    place_file(source_path, Path(jpeg_dir) / f"{stem}.jpg", link)
+    return written
+
+
+def _check_existing_names(out_root: Path, class_names: list[str], path: Path) -> None:
+    """Refuse a tree whose class names files list other classes (its masks use other ids)."""
+    for names_path in (out_root / CLASS_NAMES_JSON, out_root / CLASS_NAMES_TXT):
+        if not names_path.is_file():
+            continue
+        try:
+            if names_path.suffix == ".json":
+                existing = json.loads(names_path.read_text())
+            else:
+                existing = [line.strip() for line in names_path.read_text().splitlines() if line.strip()]
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            existing = None
+        if existing != class_names:
+            raise PmmError(
+                f"{names_path}: lists other classes than {path.name} ({len(class_names)} classes), so the masks already in "
+                f"{out_root} use other class ids; convert into another --out folder or delete that tree first"
+            )
+
+
 def convert_coco_to_voc(
     annotation_file: str | os.PathLike,
     image_dir: str | os.PathLike,
@@ -223,6 +264,7 @@ def convert_coco_to_voc(
     link_images: bool = True,
     limit: int | None = None,
     progress: bool = True,
+    workers: int | None = 1,
 ) -> Path:
     """Convert a COCO instances file and its images into a VOC-layout tree (see the module doc).
 
@@ -234,13 +276,14 @@ def convert_coco_to_voc(
         link_images: symlink the images (absolute links) instead of copying them.
         limit: convert only the first ``limit`` images, sorted by COCO image id (quick trials).
         progress: show a tqdm bar over the images.
+        workers: worker processes for the masks (None: the CPUs, at most 8; 1: no pool).
 
     Returns:
-        ``out_root``, to use as ``data.root`` (with ``data.class_names`` from ``class_names.json``).
+        ``out_root``, to use as ``data.root`` (class names in ``class_names.txt`` / ``class_names.json``).
 
     Raises:
         PmmError: annotation file missing or not COCO JSON, image file missing or not JPEG, bad
-            ``split``/``limit``, or an ``out_root/class_names.json`` from a different category set.
+            ``split``/``limit``/``workers``, or class names files in ``out_root`` from a different category set.
     """
     path = Path(annotation_file).expanduser()
     image_dir = Path(image_dir).expanduser()
@@ -249,6 +292,9 @@ def convert_coco_to_voc(
         raise PmmError(f"split={split!r}: expected a plain list name such as 'train' or 'val'")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise PmmError(f"limit={limit!r}: expected a positive integer or None")
+    workers = default_workers() if workers is None else workers
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise PmmError(f"workers={workers!r}: expected a positive number of worker processes")
     if not image_dir.is_dir():
         raise PmmError(f"{image_dir}: image folder not found; point it at the folder holding the annotation file's images")
 
@@ -256,17 +302,7 @@ def convert_coco_to_voc(
     categories = _categories(dataset, path)
     class_names = ["background"] + [c["name"] for c in categories]
     class_of = {c["id"]: index for index, c in enumerate(categories, start=1)}
-    names_path = out_root / CLASS_NAMES_FILE
-    if names_path.is_file():
-        try:
-            existing = json.loads(names_path.read_text())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-            existing = None
-        if existing != class_names:
-            raise PmmError(
-                f"{names_path}: lists other classes than {path.name} ({len(class_names)} classes), so the masks already in "
-                f"{out_root} use other class ids; convert into another --out folder or delete that tree first"
-            )
+    _check_existing_names(out_root, class_names, path)
 
     images = _check_images(dataset, path)
     if limit is not None:
@@ -283,54 +319,77 @@ def convert_coco_to_voc(
             )
         stems[stem] = image["id"]
 
-    coco = _make_coco(dataset)
+    by_image = _annotations_by_image(dataset, path)
+    # Every image must be there before anything is written.
+    items = [
+        (image, by_image.get(image["id"], []), str(_find_image(image_dir, str(image["file_name"]))), Path(str(image["file_name"])).stem)
+        for image in images
+    ]
     jpeg_dir, mask_dir = out_root / "JPEGImages", out_root / "SegmentationClass"
     jpeg_dir.mkdir(parents=True, exist_ok=True)
     mask_dir.mkdir(parents=True, exist_ok=True)
-    for image in tqdm(images, desc=f"COCO -> VOC ({split})", unit="img", disable=not progress):
-        stem = Path(str(image["file_name"])).stem
-        source = _find_image(image_dir, str(image["file_name"]))
-        _check_jpeg(source, image)
-        save_mask(mask_dir / f"{stem}.png", _semantic_mask(coco, image, class_of, path))
-        _place_image(source, jpeg_dir / f"{stem}.jpg", link_images)
+    shared = (class_of, str(path), str(mask_dir), str(jpeg_dir), link_images, path.stat().st_mtime_ns)
+    run_jobs(_convert_image, items, shared=shared, workers=workers, desc=f"COCO -> VOC ({split})", unit="img", progress=progress)
 
     list_path = out_root / "ImageSets" / "Segmentation" / f"{split}.txt"
     with atomic_path(list_path) as tmp:
         tmp.write_text("".join(f"{stem}\n" for stem in sorted(stems)))
-    write_json(names_path, class_names)  # type: ignore[arg-type]  # write_json dumps any JSON value
+    write_class_names(out_root, class_names)
     return out_root
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pmm.data.coco",
-        description="Convert COCO instance annotations into the VOC devkit layout read by data=voc.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The converter's options (shared by ``python -m pmm.data.coco`` and ``python -m pmm.prepare coco``)."""
     parser.add_argument("--annotations", required=True, help="COCO instances JSON, e.g. annotations/instances_train2014.json")
     parser.add_argument("--images", required=True, help="folder of the annotation file's images, e.g. train2014/")
     parser.add_argument("--out", required=True, help="output VOC-layout root, e.g. data/coco2014")
     parser.add_argument("--split", required=True, help="name of the split list to write, e.g. train or val")
     parser.add_argument("--copy", action="store_true", help="copy the images instead of symlinking them")
     parser.add_argument("--limit", type=int, default=None, help="convert only the first N images (by COCO id)")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes for the masks (default: CPUs, at most 8)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(run=run_cli)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run the conversion for parsed ``args`` and print the summary; raises PmmError on bad input."""
+    root = convert_coco_to_voc(
+        args.annotations, args.images, args.out, args.split,
+        link_images=not args.copy, limit=args.limit, progress=not args.no_progress, workers=args.workers,
+    )
+    names = read_class_names(root)
+    splits = {
+        list_path.stem: len(list_path.read_text().split())
+        for list_path in sorted((root / "ImageSets" / "Segmentation").glob("*.txt"))
+    }
+    count = splits[args.split]
+    images = len({p.stem for p in (root / "JPEGImages").glob("*.jpg")})
+    override = json.dumps(names, separators=(",", ":"))
+    print(
+        f"converted {count} images into {root} (split '{args.split}'); tree: {images} images, ids per split: "
+        + ", ".join(f"{name} {n}" for name, n in splits.items())
+        + f"; {len(names)} classes ({len(names) - 1} categories + background), listed in {root / CLASS_NAMES_TXT}"
+    )
+    print("use it with (data.train_split/data.val_split name the lists in ImageSets/Segmentation; this run wrote "
+          f"'{args.split}'):")
+    print(f"  pmm data=coco {shlex.quote(f'data.root={root}')}   (class names read from {CLASS_NAMES_TXT})")
+    print(f"  pmm data=voc {shlex.quote(f'data.root={root}')} {shlex.quote(f'data.class_names={override}')}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pmm.data.coco",
+        description="Convert COCO instance annotations into the VOC devkit layout read by data=voc "
+        "(the same as python -m pmm.prepare coco).",
+    )
+    add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        root = convert_coco_to_voc(
-            args.annotations, args.images, args.out, args.split,
-            link_images=not args.copy, limit=args.limit, progress=not args.no_progress,
-        )
-        names = json.loads((root / CLASS_NAMES_FILE).read_text())
-        count = len((root / "ImageSets" / "Segmentation" / f"{args.split}.txt").read_text().split())
+        return args.run(args)
     except PmmError as error:
         print(f"pmm: error: {error}", file=sys.stderr)
         return 2
-    override = json.dumps(names, separators=(",", ":"))
-    print(f"converted {count} images into {root} (split '{args.split}')")
-    print(f"{len(names)} classes ({len(names) - 1} categories + background), listed in {root / CLASS_NAMES_FILE}")
-    print("use it with (data.train_split/data.val_split name the lists in ImageSets/Segmentation; this run wrote "
-          f"'{args.split}'):")
-    print(f"  pmm data=voc {shlex.quote(f'data.root={root}')} {shlex.quote(f'data.class_names={override}')}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,5 @@
+import sys
+
+from pmm.prepare.cli import main
+
+sys.exit(main())

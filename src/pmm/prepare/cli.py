@@ -1,0 +1,71 @@
+"""``python -m pmm.prepare voc|coco``: one entry point for the dataset preparers."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from pmm.errors import PmmError
+
+
+def _voc_command(args: argparse.Namespace) -> int:
+    from pmm.prepare.voc import prepare_voc
+
+    result = prepare_voc(
+        args.voc, args.sbd, args.out, link_images=not args.copy, workers=args.workers, progress=not args.no_progress
+    )
+    print(result.summary())
+    train = "train_aug" if "train_aug" in result.splits else "train"
+    print(
+        "use it with: pmm data=voc "
+        + shlex.quote(f"data.root={result.root}")
+        + f" data.mask_dir=SegmentationClassAug data.train_split={train} data.val_split=val"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pmm.data.coco import add_arguments as add_coco_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pmm.prepare",
+        description="Prepare public datasets as VOC-layout trees for data=voc (rerunnable; bad input exits with code 2).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{voc,coco}")
+    voc = commands.add_parser(
+        "voc",
+        help="PASCAL VOC 2012 + SBD -> SegmentationClassAug and train_aug",
+        description="PASCAL VOC 2012 + SBD -> a VOC-layout tree with SegmentationClassAug/ and the train_aug list "
+        "((VOC train + SBD train + SBD val) - VOC val).",
+    )
+    voc.add_argument("--voc", required=True, help="VOCdevkit/VOC2012 folder, or VOCtrainval_11-May-2012.tar")
+    voc.add_argument("--sbd", required=True, help="SBD benchmark_RELEASE/dataset folder, or benchmark.tgz")
+    voc.add_argument("--out", required=True, help="output tree, e.g. data/voc_aug (archives are unpacked into OUT/.raw/)")
+    voc.add_argument("--copy", action="store_true", help="copy images, VOC masks and XML instead of symlinking them")
+    voc.add_argument("--workers", type=int, default=None, help="worker processes (default: CPUs, at most 8)")
+    voc.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    voc.set_defaults(run=_voc_command)
+    coco = commands.add_parser(
+        "coco",
+        help="COCO instances JSON + images -> SegmentationClass and class_names.txt",
+        description="Convert COCO instance annotations into the VOC devkit layout read by data=voc.",
+    )
+    add_coco_arguments(coco)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except PmmError as error:
+        print(f"pmm: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pmm: interrupted; every file written so far is complete, run the same command again to finish", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
