@@ -265,9 +265,16 @@ class SEAMNet(nn.Module):
         - ``raw`` N x (C+1) x h x w: the head output, channel 0 = background;
         - ``refined`` N x (C+1) x h x w: the PCM-refined CAM (:func:`refine`).
         """
+        return self._run(images, with_pcm=True)
+
+    def _run(self, images: Tensor, with_pcm: bool) -> dict[str, Tensor]:
         x = self.normalize(images)
         low, mid, last = self.backbone(self.encode_input(x))
         raw = self.classifier(self.dropout(last))
+        cams = raw[:, 1:]
+        out = {"logits": cams.mean(dim=(2, 3)), "cams": cams, "raw": raw}
+        if not with_pcm:
+            return out
         size = raw.shape[-2:]
 
         def at_cam_size(t: Tensor) -> Tensor:
@@ -281,9 +288,8 @@ class SEAMNet(nn.Module):
             ],
             dim=1,
         )
-        refined = refine(raw, self.pcm_feature(feature))
-        cams = raw[:, 1:]
-        return {"logits": cams.mean(dim=(2, 3)), "cams": cams, "raw": raw, "refined": refined}
+        out["refined"] = refine(raw, self.pcm_feature(feature))
+        return out
 
     @staticmethod
     def logits_from_output(out: dict) -> Tensor:
@@ -292,8 +298,9 @@ class SEAMNet(nn.Module):
     def cams(self, images: Tensor) -> Tensor:
         """Foreground CAMs for inference, N x C x h x w: the refined CAM's channels 1..C
         (``inference_cam=refined``) or the raw head's (``raw``)."""
-        out = self.forward(images)
-        return out["refined"][:, 1:] if self.inference_cam == "refined" else out["cams"]
+        if self.inference_cam == "raw":
+            return self._run(images, with_pcm=False)["cams"]
+        return self.forward(images)["refined"][:, 1:]
 
     def training_loss(self, batch: dict) -> dict[str, Tensor]:
         """SEAM's losses (:func:`seam_losses`): the batch's images and the same images resized by
