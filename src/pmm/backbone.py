@@ -18,6 +18,7 @@ def create_backbone(
     out_index: int = -1,
     config_key: str = "model",
     in_chans: int = 3,
+    out_indices: tuple[int, ...] | None = None,
 ) -> nn.Module:
     """A timm feature extractor returning one feature map (the stage ``out_index``).
 
@@ -29,6 +30,8 @@ def create_backbone(
         out_index: which feature stage to return (timm ``out_indices``); stages after it are dropped.
         config_key: the config node named in error messages.
         in_chans: input channels (``pmm.input_encoding``); timm adapts pretrained first-layer weights.
+        out_indices: several feature stages at once (SEAM reads stages 2, 3 and the last); overrides
+            ``out_index``.
     """
     overlay = None
     if weights:
@@ -37,7 +40,7 @@ def create_backbone(
             raise PmmError(f"{config_key}.weights={weights}: file not found; give a timm-compatible state dict file")
         overlay = {"file": str(path.resolve())}
     # timm drops the stages after the last requested one, so a shallower out_index is also cheaper.
-    kwargs = dict(features_only=True, output_stride=output_stride, out_indices=(out_index,), in_chans=in_chans)
+    kwargs = dict(features_only=True, output_stride=output_stride, out_indices=tuple(out_indices) if out_indices else (out_index,), in_chans=in_chans)
     try:
         return timm.create_model(name, pretrained=bool(pretrained or weights), pretrained_cfg_overlay=overlay, **kwargs)
     except RuntimeError as error:  # state-dict mismatch of a local file

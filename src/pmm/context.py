@@ -10,38 +10,12 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pmm.data.voc import VOCSplit, load_voc_split
+from pmm.data.voc import VOCSplit
+from pmm.distributed import barrier, is_main, rank, world_size  # noqa: F401 - re-exported
 from pmm.errors import PmmError
 from pmm.io import update_json
 
 log = logging.getLogger("pmm")
-
-
-def global_rank() -> int:
-    """This process's rank, also before Lightning has set up distributed (0 when not distributed)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
-    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
-        if key in os.environ:
-            return int(os.environ[key])
-    return 0
-
-
-def world_size() -> int:
-    """Number of processes of the run (1 when not distributed)."""
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def barrier() -> None:
-    """Join the ranks when torch.distributed is up (DDP); a no-op in a single process."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 @dataclass
@@ -50,7 +24,19 @@ class RunContext:
 
     cfg: DictConfig
     run_dir: Path
-    _splits: dict[str, VOCSplit] = field(default_factory=dict)
+    _dataset: object | None = field(default=None, repr=False)
+
+    @property
+    def dataset(self):
+        """The ``data`` node's dataset object (:mod:`pmm.data.sources`), built once."""
+        if self._dataset is None:
+            from pmm.nets.build import build_from_spec
+
+            spec = OmegaConf.to_container(self.cfg.data, resolve=True)
+            spec.setdefault("_target_", "pmm.data.sources.VOCDataset")
+            spec["cache_dir"] = self.cfg.paths.cache_dir
+            self._dataset = build_from_spec(spec, "data")
+        return self._dataset
 
     @property
     def metrics_path(self) -> Path:
@@ -64,45 +50,27 @@ class RunContext:
 
     @property
     def is_main_process(self) -> bool:
-        return global_rank() == 0
+        return is_main()
 
     @property
     def data_root(self) -> Path:
-        return Path(self.cfg.data.root).expanduser().resolve()
+        return self.dataset.root
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        names = self.cfg.data.class_names
-        if names is None:
-            from pmm.data.synthetic import SYNTHETIC_CLASS_NAMES
-
-            return tuple(SYNTHETIC_CLASS_NAMES)
-        return tuple(names)
+        return tuple(self.dataset.class_names)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
     def prepare_data(self) -> None:
-        """Generate the embedded dataset if it is selected and missing (rank 0 first)."""
-        if self.cfg.data.name == "synthetic":
-            from pmm.data.synthetic import ensure_synthetic
+        """Make the dataset ready (the embedded one is generated when missing)."""
+        self.dataset.prepare()
 
-            ensure_synthetic(self.data_root, **OmegaConf.to_container(self.cfg.data.generate))
-
-    def split(self, name: str) -> VOCSplit:
+    def split(self, name: str, require_masks: bool = True) -> VOCSplit:
         """The named split of the configured tree (indexed and checked once per run)."""
-        if name not in self._splits:
-            data = self.cfg.data
-            self._splits[name] = load_voc_split(
-                self.data_root,
-                name,
-                self.class_names,
-                image_dir=data.image_dir,
-                mask_dir=data.mask_dir,
-                cache_dir=self.cfg.paths.cache_dir,
-            )
-        return self._splits[name]
+        return self.dataset.split(name, require_masks=require_masks)
 
     @property
     def train_split(self) -> VOCSplit:

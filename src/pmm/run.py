@@ -45,11 +45,59 @@ def stage_runner(name: str):
     return importlib.import_module(f"pmm.stages.{name}").run
 
 
+def stages_to_run(cfg: DictConfig, run_dir: Path) -> tuple[str, ...]:
+    """The stages of ``cfg.stage``; with ``stage=all`` and a segmenter ``ckpt_path``, only the segmentation stage.
+
+    Resuming a whole pipeline from a segmenter checkpoint must not retrain the CAM network: the CAM
+    and pseudo-mask outputs are taken from the run directory that wrote the checkpoint.
+    """
+    stages = PIPELINES[cfg.stage]
+    if cfg.stage != "all" or not cfg.get("ckpt_path"):
+        return stages
+    from pmm.checkpoints import _load, checkpoint_stage
+
+    found = checkpoint_stage(_load(Path(cfg.ckpt_path), "ckpt_path", "seg"))
+    if found == "cam":
+        return stages
+    if not any((run_dir / "pseudo_masks").glob("round_*")):
+        raise PmmError(
+            f"ckpt_path={cfg.ckpt_path}: a segmenter checkpoint resumes stage=all only in the run directory that "
+            f"wrote it (its pseudo_masks/ are missing in {run_dir}); add hydra.run.dir=<that run> or use stage=seg"
+        )
+    log.info("stage=all resumes the segmentation stage from %s (CAM and pseudo-masks of %s)", cfg.ckpt_path, run_dir)
+    return ("seg",)
+
+
+def quiet_other_ranks() -> None:
+    """Log lines come from rank 0 only; the other ranks keep warnings and errors."""
+    from pmm.distributed import rank
+
+    if rank() != 0:
+        logging.getLogger("pmm").setLevel(logging.WARNING)
+
+
+def finish_trackers() -> None:
+    """Close the wandb run (if one was started) so its files are complete when the process ends."""
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
 def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
     """Run the stages ``cfg.stage`` names into ``run_dir``; return the run's metrics."""
     if cfg.stage not in PIPELINES:
         raise PmmError(f"stage={cfg.stage}: unknown stage; choose one of {', '.join(PIPELINES)}")
+    try:
+        from pmm.validation import validate_config
+    except ImportError:
+        validate_config = None
+    if validate_config is not None:
+        validate_config(cfg)
+    quiet_other_ranks()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    stages = stages_to_run(cfg, run_dir)
     ctx = RunContext(cfg, run_dir)
     ctx.prepare_data()
     train_split, val_split = ctx.train_split, ctx.val_split  # index and check the data before any work
@@ -64,8 +112,11 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
         num_val_images=len(val_split),
         seed=cfg.seed,
     )
-    for name in PIPELINES[cfg.stage]:
-        stage_runner(name)(ctx)
+    try:
+        for name in stages:
+            stage_runner(name)(ctx)
+    finally:
+        finish_trackers()
     return ctx.read_metrics()
 
 

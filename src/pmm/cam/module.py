@@ -1,8 +1,7 @@
-"""LightningModule of the CAM stage: multi-label training, validation mAP/F1, CAM prediction."""
+"""LightningModule of the CAM stage: trains any CAM network (:class:`pmm.cam.net.CAMNetwork`),
+validates mAP/F1, predicts normalised CAMs through the TTA module."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -10,38 +9,42 @@ import torch.nn.functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1Score
 
-from pmm.cam.inference import multiscale_cams, normalize_cams
-from pmm.cam.net import CAMNet
+from pmm.cam.inference import normalize_cams
 from pmm.optim import build_optimizer_and_poly
+from pmm.tta import TTAConfig, tta_over_images
 
 
 class CAMModule(pl.LightningModule):
-    """Trains :class:`CAMNet` from image-level labels and predicts normalised CAMs.
+    """Trains a CAM network from image-level labels and predicts normalised CAMs.
+
+    The network owns its loss (``net.training_loss``) and its optimizer groups (``net.param_groups``):
+    the plain head and SEAM differ in both, the module does not.
 
     Args:
-        net: the CAM network.
+        net: a CAM network.
         optimizer: a partial ``torch.optim`` constructor (Hydra ``_partial_: true``) taking params.
-        lr: base learning rate; the classifier (new layers) gets ``lr * new_layer_lr_mult``.
+        lr: base learning rate (the network scales it per group).
         poly_power: exponent of the per-step poly decay.
-        scales, flip: multi-scale + flip CAM inference settings.
-        net_config: the CAMNet keyword arguments, saved so a checkpoint rebuilds its network.
+        tta: :class:`pmm.tta.TTAConfig` fields of CAM inference (scales, flip, mode, window, stride).
+        net_config: the network's spec (``_target_`` + arguments), saved so a checkpoint rebuilds it.
     """
 
     def __init__(
         self,
-        net: CAMNet,
+        net: torch.nn.Module,
         optimizer,
         lr: float = 0.02,
-        new_layer_lr_mult: float = 10.0,
         poly_power: float = 0.9,
-        scales: Sequence[float] = (0.5, 1.0, 1.5, 2.0),
-        flip: bool = True,
+        tta: dict | None = None,
         net_config: dict | None = None,
+        infer_batch_size: int = 16,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer"])
+        self.hparams["stage"] = "cam"
         self.optimizer_partial = optimizer  # not a hyper-parameter: checkpoints stay plain data (weights_only loads)
         self.net = net
+        self.tta = TTAConfig.from_config(tta or {"scales": (1.0,), "flip": False})
         classes = net.num_classes
         self.val_metrics = MetricCollection(
             {
@@ -51,20 +54,22 @@ class CAMModule(pl.LightningModule):
             prefix="val/",
         )
 
-    def forward(self, images: torch.Tensor):
+    def forward(self, images: torch.Tensor) -> dict:
         return self.net(images)
 
-    def model_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, _ = self.net(batch["image"])
-        return F.multilabel_soft_margin_loss(logits, batch["label"]), logits
-
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, _ = self.model_step(batch)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["image"]))
-        return loss
+        terms = self.net.training_loss(batch)
+        size = len(batch["image"])
+        self.log("train/loss", terms["total"], prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        for name, value in terms.items():
+            if name != "total":
+                self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=size)
+        return terms["total"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss, logits = self.model_step(batch)
+        logits = self.net(batch["image"])["logits"]
+        # The classification term only: comparable between networks whose training losses differ.
+        loss = F.multilabel_soft_margin_loss(logits, batch["label"])
         self.val_metrics.update(torch.sigmoid(logits), batch["label"].long())
         self.log("val/loss", loss, prog_bar=True, on_epoch=True, batch_size=len(batch["image"]), sync_dist=True)
 
@@ -73,29 +78,14 @@ class CAMModule(pl.LightningModule):
         self.val_metrics.reset()
 
     def predict_step(self, batch: list[dict], batch_idx: int) -> list[dict]:
-        """Normalised CAMs (K x H x W, labelled classes only) for each image of the batch.
-
-        Images of equal size run as one tensor, so batching pays off on fixed-size datasets.
-        """
-        outputs: list[dict | None] = [None] * len(batch)
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for position, item in enumerate(batch):
-            by_size.setdefault(tuple(item["image"].shape[:2]), []).append(position)
-        for positions in by_size.values():
-            images = torch.stack([batch[p]["image"] for p in positions])
-            cams = multiscale_cams(self.net, images, self.hparams.scales, self.hparams.flip)
-            for row, position in enumerate(positions):
-                item = batch[position]
-                outputs[position] = {
-                    "id": item["id"],
-                    "labels": item["labels"].cpu(),
-                    "cams": normalize_cams(cams[row], item["labels"]).float().cpu(),
-                }
-        return outputs
+        """Normalised CAMs (K x H x W, labelled classes only) for each image of the batch."""
+        maps = tta_over_images(self.net.cams, [item["image"] for item in batch], self.tta, activation="relu",
+                               reduce="sum", batch_size=self.hparams.infer_batch_size, device=self.device)
+        return [
+            {"id": item["id"], "labels": item["labels"].cpu(), "cams": normalize_cams(cams, item["labels"]).float().cpu()}
+            for item, cams in zip(batch, maps)
+        ]
 
     def configure_optimizers(self):
-        groups = [
-            {"params": self.net.backbone_layers(), "lr": self.hparams.lr},
-            {"params": self.net.new_layers(), "lr": self.hparams.lr * self.hparams.new_layer_lr_mult},
-        ]
-        return build_optimizer_and_poly(self, groups, self.optimizer_partial, self.hparams.poly_power)
+        return build_optimizer_and_poly(self, self.net.param_groups(self.hparams.lr), self.optimizer_partial,
+                                        self.hparams.poly_power)

@@ -1,19 +1,61 @@
-"""The CAM classifier: timm backbone, 1x1 conv classifier producing CAMs, global average pooling."""
+"""CAM networks: the protocol every one implements, and the plain CAM head (``model=cam_head``).
+
+A CAM network is an ``nn.Module`` built by Hydra from ``model/<name>.yaml`` (``_target_``) as
+``instantiate(cfg.model, num_classes=C)``, C = foreground classes. It takes float RGB images in
+[0, 1] (N x 3 x H x W) and normalises them itself, and it implements :class:`CAMNetwork`:
+the CAM LightningModule asks it for its training loss, the TTA module for its CAMs. Adding a CAM
+network is one class with these methods and one YAML file with its ``_target_``.
+"""
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from pmm.backbone import create_backbone
 from pmm.input_encoding import InputEncoding
+from pmm.nets import ImageNormalize
+
+
+@runtime_checkable
+class CAMNetwork(Protocol):
+    """What the CAM stage needs from a network."""
+
+    num_classes: int  # foreground classes
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """At least ``logits`` (N x C) and ``cams`` (N x C x h x w, raw)."""
+
+    def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Loss terms for a batch (``image`` N x 3 x H x W in [0, 1], ``label`` N x C multi-hot); ``total`` is optimised."""
+
+    def cams(self, images: torch.Tensor) -> torch.Tensor:
+        """N x C x h x w foreground CAMs for inference (before ReLU; the TTA module resizes and sums)."""
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimizer parameter groups with their learning rates."""
 
 
 class CAMNet(nn.Module):
-    """Classifier whose 1x1 conv output, before pooling, is the class activation map.
+    """The plain CAM head: timm backbone, 1x1 conv classifier whose output is the CAM, global average pooling.
 
     Pooling the CAMs equals classifying pooled features (both are linear), so the logits are the
     spatial mean of the CAMs and the CAMs need no separate pass.
+
+    Args:
+        backbone: any timm model name.
+        num_classes: foreground classes.
+        pretrained: download ImageNet weights through timm (needs internet).
+        weights: a local weights file for the backbone (implies pretrained).
+        output_stride: 8, 16 or 32 (dilates the last stages).
+        out_index: the feature stage the CAMs come from (later stages are dropped).
+        dropout: dropout on the features before the classifier.
+        input: what the backbone sees (``rgb``, ``edges``, ``rgb+edges``; :mod:`pmm.input_encoding`).
+        edge_sigma: Gaussian blur before the edge filter of ``edges`` inputs.
+        new_layer_lr_mult: learning-rate factor of the classifier (trained from scratch in any case).
     """
 
     def __init__(
@@ -27,25 +69,42 @@ class CAMNet(nn.Module):
         dropout: float = 0.0,
         input: str = "rgb",  # noqa: A002 - the config key users write (model.input)
         edge_sigma: float = 0.0,
+        new_layer_lr_mult: float = 1.0,
     ) -> None:
         super().__init__()
         self.encode_input = InputEncoding(input, edge_sigma, config_key="model")
         self.backbone = create_backbone(
             backbone, pretrained, weights, output_stride, out_index, in_chans=self.encode_input.out_channels
         )
+        self.normalize = ImageNormalize.from_timm(self.backbone)
         channels = self.backbone.feature_info.channels()[-1]
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1, bias=False)
         self.num_classes = num_classes
+        self.new_layer_lr_mult = float(new_layer_lr_mult)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (logits N x classes, CAMs N x classes x h x w) for foreground classes."""
-        features = self.backbone(self.encode_input(images))[-1]
-        cams = self.classifier(self.dropout(features))
-        return cams.mean(dim=(2, 3)), cams
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.encode_input(self.normalize(images)))[-1]
 
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        cams = self.classifier(self.dropout(self.features(images)))
+        return {"logits": cams.mean(dim=(2, 3)), "cams": cams}
+
+    def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
+        logits = self(batch["image"])["logits"]
+        return {"total": F.multilabel_soft_margin_loss(logits, batch["label"])}
+
+    def cams(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(images))
+
+    def param_groups(self, lr: float) -> list[dict]:
+        return [
+            {"params": list(self.backbone.parameters()), "lr": lr},
+            {"params": list(self.classifier.parameters()), "lr": lr * self.new_layer_lr_mult},
+        ]
+
+    # Kept for callers of the first API.
     def new_layers(self) -> list[nn.Parameter]:
-        """Parameters trained from scratch in any case: they get the higher learning rate."""
         return list(self.classifier.parameters())
 
     def backbone_layers(self) -> list[nn.Parameter]:

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from pmm.pseudo.cov import cov_smooth
-from pmm.pseudo.crf import dense_crf
+from pmm.crf import PSEUDO_CRF, CRFParams, dense_crf, dense_crf_batch
 
 PSEUDO_METHODS = ("argmax", "crf", "ppmg")
 
@@ -128,7 +128,7 @@ def ppmg(
     alpha: float = 11,
     cov_scale: float = 0.3,
     threshold: float = 0.05,
-    crf_backend: str = "pydensecrf",
+    crf: CRFParams = PSEUDO_CRF,
 ) -> np.ndarray:
     """Proportional Pseudo-mask Generation.
 
@@ -142,7 +142,8 @@ def ppmg(
         alpha: background exponent; pick it with :func:`alpha_from_threshold` for the CAMs' calibration.
         cov_scale: CoV factor ``s``; 0 is the "PPMG without CoV" ablation.
         threshold: CoV activation threshold ``t``.
-        crf_backend: a key of :data:`pmm.pseudo.crf.CRF_BACKENDS`.
+        crf: the CRF settings and backend (``crf.pseudo``); the K binary problems go to the backend
+            in one call, so it can share the image's lattice between them.
 
     Returns:
         HxW uint8 label map (0 = background).
@@ -151,12 +152,10 @@ def ppmg(
     if labels.size == 0:
         return np.zeros(cams.shape[1:], dtype=np.uint8)
     smoothed = cov_smooth(cams, scale=cov_scale, threshold=threshold).astype(np.float64)
-    fg_masks = np.empty(cams.shape, dtype=bool)
-    for k in range(labels.size):
-        # One binary CRF per class: each class decides its own extent without competing with the others.
-        probs = np.stack([(1.0 - smoothed[k]) ** alpha, smoothed[k]])
-        q = dense_crf(image, probs, backend=crf_backend)
-        fg_masks[k] = q[1] > 0.5
+    # One binary CRF per class: each class decides its own extent without competing with the others.
+    problems = np.stack([(1.0 - smoothed) ** alpha, smoothed], axis=1)  # K x 2 x H x W
+    q = dense_crf_batch(image, problems, crf)
+    fg_masks = q[:, 1] > 0.5
     return proportional_labels(cams, fg_masks, labels)
 
 
@@ -165,7 +164,7 @@ def crf_baseline(
     cams: np.ndarray,
     labels: Sequence[int],
     alpha: float = 24,
-    crf_backend: str = "pydensecrf",
+    crf: CRFParams = PSEUDO_CRF,
 ) -> np.ndarray:
     """The "CRF" baseline: one multi-label dense CRF over ``[(1 - max_k M_k) ** alpha, M_1, ..., M_K]``.
 
@@ -174,7 +173,7 @@ def crf_baseline(
         cams: KxHxW CAMs in [0, 1] (raw or CoV-smoothed).
         labels: the K 1-based class ids.
         alpha: background exponent (24 in the paper's CRF-only setting).
-        crf_backend: a key of :data:`pmm.pseudo.crf.CRF_BACKENDS`.
+        crf: the CRF settings and backend (``crf.pseudo``).
 
     Returns:
         HxW uint8 label map (0 = background).
@@ -183,7 +182,7 @@ def crf_baseline(
     if labels.size == 0:
         return np.zeros(cams.shape[1:], dtype=np.uint8)
     background = (1.0 - cams.max(axis=0)) ** alpha
-    q = dense_crf(image, np.concatenate([background[None], cams]), backend=crf_backend)
+    q = dense_crf(image, np.concatenate([background[None], cams]), crf)
     lut = np.concatenate([[0], labels]).astype(np.uint8)
     return lut[q.argmax(axis=0)]
 
@@ -199,7 +198,7 @@ def make_pseudo_mask(
     cov_scale: float = 0.3,
     threshold: float = 0.05,
     bg_threshold: float = 0.5,
-    crf_backend: str = "pydensecrf",
+    crf: CRFParams = PSEUDO_CRF,
 ) -> np.ndarray:
     """Dispatch to one pseudo-mask method by name (the pipeline's entry point).
 
@@ -213,7 +212,7 @@ def make_pseudo_mask(
         cov_scale: CoV factor ``s``.
         threshold: CoV activation threshold ``t``.
         bg_threshold: background threshold of ``"argmax"``.
-        crf_backend: a key of :data:`pmm.pseudo.crf.CRF_BACKENDS`.
+        crf: the CRF settings and backend (``crf.pseudo``) of ``"crf"`` and ``"ppmg"``.
 
     Returns:
         HxW uint8 label map (0 = background).
@@ -231,10 +230,10 @@ def make_pseudo_mask(
             alpha=alpha,
             cov_scale=cov_scale if cov else 0.0,
             threshold=threshold,
-            crf_backend=crf_backend,
+            crf=crf,
         )
     _check_inputs(cams, labels, image)
     maps = cov_smooth(cams, scale=cov_scale, threshold=threshold) if cov else np.asarray(cams)
     if method == "argmax":
         return cam_argmax(maps, labels, bg_threshold)
-    return crf_baseline(image, maps, labels, alpha=alpha, crf_backend=crf_backend)
+    return crf_baseline(image, maps, labels, alpha=alpha, crf=crf)

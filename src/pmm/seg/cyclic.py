@@ -13,7 +13,10 @@ from tqdm import tqdm
 
 from pmm.data.voc import VOCSplit
 from pmm.io import save_mask
-from pmm.seg.inference import predict_probs, probs_to_mask, restrict_to_labels
+from pmm.crf import CRFParams
+from pmm.distributed import run_sharded
+from pmm.seg.inference import predict_image_probs, probs_to_mask, restrict_to_labels
+from pmm.tta import TTAConfig
 
 log = logging.getLogger("pmm")
 
@@ -21,32 +24,23 @@ log = logging.getLogger("pmm")
 def segment_images(
     net,
     images: list[np.ndarray],
-    num_classes: int,
     labels: Sequence[Sequence[int]] | None = None,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
-    crf: bool = False,
-    mode: str = "whole",
-    window: int = 512,
-    stride: int = 480,
+    tta: TTAConfig = TTAConfig(),
+    crf: CRFParams | None = None,
+    batch_size: int = 16,
     device: torch.device | str = "cpu",
 ) -> list[np.ndarray]:
-    """Label maps for a list of HxWx3 uint8 images; equal-size images run as one batch.
+    """Label maps for H x W x 3 uint8 images through the TTA module; equal-size images run as one batch.
 
-    ``labels`` (the image-level labels) restricts each prediction to background + those classes.
+    ``labels`` (the image-level labels) restricts each prediction to background + those classes;
+    ``crf`` (``crf.seg``) refines each averaged softmax with a dense CRF.
     """
-    masks: list[np.ndarray | None] = [None] * len(images)
-    by_size: dict[tuple, list[int]] = {}
-    for position, image in enumerate(images):
-        by_size.setdefault(image.shape[:2], []).append(position)
-    for positions in by_size.values():
-        batch = torch.from_numpy(np.stack([images[p] for p in positions])).to(device)
-        probs = predict_probs(net, batch, num_classes, scales, flip, mode, window, stride).cpu().numpy()
-        for row, position in enumerate(positions):
-            image_probs = probs[row]
-            if labels is not None:
-                image_probs = restrict_to_labels(image_probs, labels[position])
-            masks[position] = probs_to_mask(images[position], image_probs, crf=crf)
+    probs = predict_image_probs(net, images, tta, batch_size=batch_size, device=device)
+    masks = []
+    for position, image_probs in enumerate(probs):
+        if labels is not None:
+            image_probs = restrict_to_labels(image_probs, labels[position])
+        masks.append(probs_to_mask(images[position], image_probs, crf=crf))
     return masks
 
 
@@ -68,7 +62,7 @@ def predict_split_to_folder(
             chunk = ids[start : start + batch_size]
             images = [split.load_image(i) for i in chunk]
             labels = [split.labels(i) for i in chunk] if use_labels else None
-            for image_id, mask in zip(chunk, segment_images(net, images, split.num_classes, labels, **options)):
+            for image_id, mask in zip(chunk, segment_images(net, images, labels, batch_size=batch_size, **options)):
                 save_mask(folder / f"{image_id}.png", mask)
     finally:
         net.train(was_training)
@@ -89,7 +83,8 @@ class CyclicPseudoMask(pl.Callback):
         reinit: start each new round from the initial weights (the paper's protocol).
         puf_first_round_only: plain cross-entropy after the first round (the paper's protocol).
         on_round: ``fn(round_index, folder)`` called on rank 0 when a round is complete (scoring).
-        predict_options: :func:`segment_images` options (scales, flip, crf...).
+        tta: how the training images are predicted (:class:`pmm.tta.TTAConfig` fields).
+        crf: ``crf.seg`` settings of the dense-CRF refinement, or None for none.
     """
 
     def __init__(
@@ -104,13 +99,16 @@ class CyclicPseudoMask(pl.Callback):
         restrict_to_labels: bool = True,
         batch_size: int = 16,
         on_round: Callable[[int, Path], None] | None = None,
-        **predict_options,
+        tta: TTAConfig | dict | None = None,
+        crf: CRFParams | dict | None = None,
     ) -> None:
         self.split, self.datamodule, self.output_root = split, datamodule, Path(output_root)
         self.rounds, self.every_n_epochs = rounds, every_n_epochs
         self.reinit, self.puf_first_round_only = reinit, puf_first_round_only
         self.restrict_to_labels, self.batch_size = restrict_to_labels, batch_size
-        self.on_round, self.predict_options = on_round, predict_options
+        self.on_round = on_round
+        self.tta = tta if isinstance(tta, TTAConfig) else TTAConfig.from_config(tta or {})
+        self.crf = CRFParams.from_config(crf, "crf.seg") if isinstance(crf, dict) else crf
         self.round = 0
 
     def round_folder(self, index: int) -> Path:
@@ -135,21 +133,14 @@ class CyclicPseudoMask(pl.Callback):
             return
         new_round = self.round + 1
         folder = self.round_folder(new_round)
-        rank, world = trainer.global_rank, trainer.world_size
-        predict_split_to_folder(
-            pl_module.net,
-            self.split,
-            self.split.ids[rank::world],
-            folder,
-            batch_size=self.batch_size,
-            use_labels=self.restrict_to_labels,
-            progress=rank == 0,
-            device=pl_module.device,
-            **self.predict_options,
-        )
-        trainer.strategy.barrier()  # the round is complete on every rank before anyone trains on it
-        if trainer.is_global_zero and self.on_round is not None:
-            self.on_round(new_round, folder)
+
+        def write(ids: list[str]) -> None:
+            predict_split_to_folder(pl_module.net, self.split, ids, folder, batch_size=self.batch_size,
+                                    use_labels=self.restrict_to_labels, progress=trainer.is_global_zero,
+                                    device=pl_module.device, tta=self.tta, crf=self.crf)
+
+        # Every rank writes its shard; the round is complete on every rank before anyone trains on it.
+        run_sharded(self.split.ids, write, (lambda: self.on_round(new_round, folder)) if self.on_round else None)
         self.round = new_round
         self.datamodule.set_mask_dir(folder)
         if self.reinit:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from pmm.errors import PmmError
 from pmm.input_encoding import InputEncoding
+from pmm.nets.normalize import IMAGENET_MEAN, IMAGENET_STD, ImageNormalize, data_config_of
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class AuxHead(nn.Sequential):
 
 class Segmenter(nn.Module):
     """An SMP segmentation model with a timm or SMP encoder, returning ``{"out": logits, "aux": logits}``.
+
+    Takes float RGB images in [0, 1] and normalises them with the encoder's own statistics.
 
     Args:
         arch: one of ``ARCHS`` (``deeplabv3plus``, ``pspnet``).
@@ -112,6 +115,7 @@ class Segmenter(nn.Module):
         if weights is not None:
             load_encoder_weights(self.model.encoder, weights)
 
+        self.normalize = ImageNormalize(*encoder_statistics(self.model.encoder, encoder))
         self.aux_head: AuxHead | None = None
         use_aux = spec.aux_default if aux is None else aux
         if use_aux:
@@ -141,12 +145,23 @@ class Segmenter(nn.Module):
         if not (torch.jit.is_scripting() or torch.jit.is_tracing()):
             self.model.check_input_shape(x)
         size = x.shape[-2:]
-        features = self.model.encoder(self.encode_input(x))
+        features = self.model.encoder(self.encode_input(self.normalize(x)))
         logits = self.model.segmentation_head(self.model.decoder(features))
         result = {"out": _resize(logits, size)}
         if self.aux_head is not None:
             result["aux"] = _resize(self.aux_head(features[-2]), size)
         return result
+
+
+def encoder_statistics(encoder: nn.Module, name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Input mean/std of an SMP encoder: timm's data config for ``tu-`` encoders, SMP's own otherwise."""
+    if name.startswith("tu-") and hasattr(encoder, "model"):
+        return data_config_of(encoder.model)
+    try:
+        params = smp.encoders.get_preprocessing_params(name)
+        return tuple(params["mean"]), tuple(params["std"])
+    except Exception:  # noqa: BLE001 - an encoder without published statistics gets ImageNet's
+        return IMAGENET_MEAN, IMAGENET_STD
 
 
 def _resize(logits: Tensor, size: torch.Size) -> Tensor:

@@ -15,6 +15,7 @@ from pmm.losses import PUFLoss
 from pmm.metrics import per_class_iou
 from pmm.optim import build_optimizer_and_poly
 from pmm.seg.inference import predict_probs
+from pmm.tta import TTAConfig, to_float_images
 from pmm.seg.model import Segmenter
 
 
@@ -49,9 +50,11 @@ class SegModule(pl.LightningModule):
         net_config: dict | None = None,
         val_scales: Sequence[float] = (1.0,),
         val_flip: bool = False,
+        min_lr: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer"])
+        self.hparams["stage"] = "seg"
         self.optimizer_partial = optimizer  # not a hyper-parameter: checkpoints stay plain data (weights_only loads)
         self.net = net
         loss = dict(loss or {"mode": "none"})
@@ -63,7 +66,10 @@ class SegModule(pl.LightningModule):
         self.num_classes = net.num_classes
         self.val_confusion = MulticlassConfusionMatrix(self.num_classes, ignore_index=255)
         self.val_miou_best = MaxMetric()
-        self._initial_state: dict | None = None
+        # The weights every cyclic round restarts from (``cyclic.reinit``): captured when the module is
+        # built (after any encoder initialisation), carried in checkpoints, so a resumed fit restarts
+        # rounds from the same weights and not from the ones it was resumed with.
+        self._initial_state: dict | None = copy.deepcopy(self.net.state_dict())
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.net(images)
@@ -81,9 +87,17 @@ class SegModule(pl.LightningModule):
         for optimizer in self.trainer.optimizers:
             optimizer.state.clear()
 
-    def on_fit_start(self) -> None:
-        if self._initial_state is None:
-            self._initial_state = copy.deepcopy(self.net.state_dict())
+    def capture_initial_state(self) -> None:
+        """Take the network's current weights as the ones each new cyclic round restarts from."""
+        self._initial_state = copy.deepcopy(self.net.state_dict())
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.hparams.poly_period_epochs and self._initial_state is not None:
+            checkpoint["initial_state_dict"] = self._initial_state
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "initial_state_dict" in checkpoint:
+            self._initial_state = checkpoint["initial_state_dict"]
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         outputs = self.net(batch["image"])
@@ -98,8 +112,8 @@ class SegModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        images = batch["image_uint8"]
-        probs = predict_probs(self.net, images, self.num_classes, self.hparams.val_scales, self.hparams.val_flip)
+        images = to_float_images(batch["image_uint8"]).to(self.device)
+        probs = predict_probs(self.net, images, TTAConfig(scales=tuple(self.hparams.val_scales), flip=self.hparams.val_flip))
         self.val_confusion.update(probs.argmax(1), batch["mask"])
 
     def on_validation_epoch_end(self) -> None:
@@ -124,4 +138,5 @@ class SegModule(pl.LightningModule):
         if self.hparams.poly_period_epochs:
             per_epoch = self.trainer.estimated_stepping_batches / max(1, self.trainer.max_epochs)
             period = max(1, int(round(per_epoch * self.hparams.poly_period_epochs)))
-        return build_optimizer_and_poly(self, groups, self.optimizer_partial, self.hparams.poly_power, period)
+        return build_optimizer_and_poly(self, groups, self.optimizer_partial, self.hparams.poly_power, period,
+                                        min_lr=self.hparams.min_lr)

@@ -7,21 +7,21 @@ from pathlib import Path
 
 import numpy as np
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
-from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint
+from pytorch_lightning.callbacks import BasePredictionWriter
 from tqdm import tqdm
 
 from pmm.cam.inference import ThresholdSweep
 from pmm.cam.module import CAMModule
-from pmm.cam.net import CAMNet
-from pmm.checkpoints import read_checkpoint
-from pmm.context import RunContext, barrier
+from pmm.checkpoints import load_network, resume_checkpoint
+from pmm.context import RunContext
 from pmm.data.datasets import ClassificationDataset, InferenceDataset, list_collate
 from pmm.data.transforms import eval_transform, train_transform
+from pmm.distributed import run_sharded
 from pmm.errors import PmmError
 from pmm.io import load_cams, save_cams, write_json
 from pmm.metrics import per_class_iou
-from pmm.stages.common import build_trainer, epochs_for_min_steps, loader
+from pmm.nets.build import build_from_spec, network_spec
+from pmm.stages.common import build_trainer, epochs_for_min_steps, loader, planned_world_size
 
 log = logging.getLogger("pmm")
 
@@ -46,35 +46,36 @@ class CAMWriter(BasePredictionWriter):
             save_cams(self.output_dir / f"{item['id']}.npz", item["cams"].numpy(), item["labels"].numpy())
 
 
+def cam_tta(ctx: RunContext) -> dict:
+    """The TTA settings of CAM inference: ``cam.inference=multi_scale`` (whole images) or ``multi_crop``."""
+    cfg = ctx.cfg.cam
+    mode = cfg.get("inference", "multi_scale")
+    if mode not in ("multi_scale", "multi_crop"):
+        raise PmmError(f"cam.inference={mode}: expected multi_scale or multi_crop")
+    return {"scales": [float(s) for s in cfg.scales], "flip": bool(cfg.flip),
+            "mode": "whole" if mode == "multi_scale" else "multi_crop",
+            "window": int(cfg.get("crop", 448)), "stride": int(cfg.get("crop_stride", 300))}
+
+
 def build_cam_module(ctx: RunContext) -> CAMModule:
+    """The CAM network of ``model`` (a Hydra ``_target_`` node) inside the CAM LightningModule."""
     cfg = ctx.cfg
-    net_config = OmegaConf.to_container(cfg.model, resolve=True)
-    net = CAMNet(num_classes=ctx.num_classes - 1, **net_config)
-    return CAMModule(
-        net,
-        optimizer=instantiate(cfg.cam.optimizer),
-        lr=cfg.cam.lr,
-        new_layer_lr_mult=cfg.cam.new_layer_lr_mult,
-        poly_power=cfg.cam.poly_power,
-        scales=tuple(cfg.cam.scales),
-        flip=cfg.cam.flip,
-        net_config=net_config,
-    )
+    spec = network_spec(cfg.model, default_target="pmm.cam.net.CAMNet", num_classes=ctx.num_classes - 1)
+    return CAMModule(build_from_spec(spec, "model"), optimizer=instantiate(cfg.cam.optimizer), lr=cfg.cam.lr,
+                     poly_power=cfg.cam.poly_power, tta=cam_tta(ctx), net_config=spec,
+                     infer_batch_size=cfg.cam.infer_batch_size)
 
 
 def load_cam_module(ctx: RunContext, path: str | Path) -> CAMModule:
-    """A trained CAM module from a checkpoint; the network is rebuilt from the config saved in it."""
-    path = ctx.require_file(path, "cam_ckpt", "train one with stage=cam or point cam_ckpt at a CAM checkpoint")
-    checkpoint, net_config = read_checkpoint(path, "cam_ckpt")
-    classes = checkpoint["state_dict"]["net.classifier.weight"].shape[0]
-    if classes != ctx.num_classes - 1:
+    """A trained CAM module from a checkpoint; the network is rebuilt from the spec saved in it."""
+    net, spec, _ = load_network(path, "cam_ckpt", "cam")
+    if net.num_classes != ctx.num_classes - 1:
         raise PmmError(
-            f"cam_ckpt={path}: trained for {classes} foreground classes but data.class_names has {ctx.num_classes - 1}; "
-            "use the checkpoint of the same dataset"
+            f"cam_ckpt={path}: trained for {net.num_classes} foreground classes but data.class_names has "
+            f"{ctx.num_classes - 1}; use the checkpoint of the same dataset"
         )
-    module = CAMModule(CAMNet(num_classes=classes, **net_config), optimizer=None, net_config=net_config,
-                       scales=tuple(ctx.cfg.cam.scales), flip=ctx.cfg.cam.flip)
-    module.load_state_dict(checkpoint["state_dict"], strict=True)
+    module = CAMModule(net, optimizer=None, tta=cam_tta(ctx), net_config=spec,
+                       infer_batch_size=ctx.cfg.cam.infer_batch_size)
     return module.eval()
 
 
@@ -87,29 +88,29 @@ def train_cam(ctx: RunContext) -> CAMModule:
     # Validation images may differ in size (real VOC): batch them one by one then.
     same_size = len(set(ctx.val_split.image_sizes.values())) == 1
     module = build_cam_module(ctx)
-    checkpoint = ModelCheckpoint(dirpath=cam_checkpoint_dir(ctx), filename="epoch{epoch:02d}", monitor="val/mAP",
-                                 mode="max", save_last=True, auto_insert_metric_name=False)
-    trainer = build_trainer(ctx, cfg.cam.max_epochs, callbacks=[checkpoint])
-    # The trainer knows the world size before any process group exists.
-    epochs = epochs_for_min_steps(cfg.cam.max_epochs, cfg.cam.get("min_steps"), len(train_set), batch,
-                                  trainer.world_size)
-    trainer.fit_loop.max_epochs = epochs
-    log.info("CAM stage: %s (input %s) on %d train / %d val images, crop %d, %d epochs", cfg.model.backbone,
-             cfg.model.get("input", "rgb"), len(train_set), len(val_set), crop, epochs)
+    epochs = epochs_for_min_steps(cfg.cam.max_epochs, cfg.cam.get("lengthen_to_steps"), len(train_set), batch,
+                                  planned_world_size(ctx))
+    trainer = build_trainer(ctx, "cam", epochs)
+    log.info("CAM stage: %s (%s, input %s) on %d train / %d val images, crop %d, %d epochs",
+             cfg.model.get("_target_", "CAMNet").rsplit(".", 1)[-1], cfg.model.backbone, cfg.model.get("input", "rgb"),
+             len(train_set), len(val_set), crop, epochs)
     trainer.fit(
         module,
         train_dataloaders=loader(train_set, batch, cfg.data.num_workers, shuffle=True, drop_last=len(train_set) > batch),
         val_dataloaders=loader(val_set, cfg.cam.infer_batch_size if same_size else 1, cfg.data.num_workers),
-        ckpt_path=cfg.ckpt_path if cfg.stage == "cam" else None,
+        ckpt_path=resume_checkpoint(ctx.cfg, "cam"),
     )
     return module
 
 
 def infer_cams(ctx: RunContext, module: CAMModule, split_name: str) -> Path:
-    """Write normalised multi-scale CAMs of every image of the split; each rank takes its shard."""
+    """Write normalised CAMs (``cam.inference``) of every image of the split; each rank takes its shard.
+
+    Runs through ``trainer.predict`` with a prediction writer: Lightning shards the ids by rank.
+    """
     split = ctx.split(split_name)
     output = cams_dir(ctx, split_name)
-    trainer = build_trainer(ctx, 1, callbacks=[CAMWriter(output)], logger=False)
+    trainer = build_trainer(ctx, "predict", 1, callbacks=[CAMWriter(output)], with_logger=False)
     dataset = InferenceDataset(split)
     trainer.predict(module, loader(dataset, ctx.cfg.cam.infer_batch_size, ctx.cfg.data.num_workers,
                                    collate_fn=list_collate), return_predictions=False)
@@ -165,13 +166,15 @@ def run(ctx: RunContext) -> dict:
     module = train_cam(ctx)
     split_name = ctx.cfg.cam.split
     infer_cams(ctx, module, split_name)
-    if not ctx.is_main_process:
-        barrier()
-        return {}
-    scores = score_cams(ctx, split_name)
-    save_cam_figures(ctx, split_name, scores)
-    ctx.record(**{k: v for k, v in scores.items() if k != "cam_per_class_iou"})
-    write_json(ctx.run_dir / "cam_report.json", scores)
-    log.info("CAM mIoU on %s: %.4f at background threshold %.2f", split_name, scores["cam_miou"], scores["cam_bg_threshold"])
-    barrier()  # the other ranks wait for metrics.json (the next stage reads t* from it)
-    return scores
+
+    def score() -> dict:
+        scores = score_cams(ctx, split_name)
+        save_cam_figures(ctx, split_name, scores)
+        ctx.record(**{k: v for k, v in scores.items() if k != "cam_per_class_iou"})
+        write_json(ctx.run_dir / "cam_report.json", scores)
+        log.info("CAM mIoU on %s: %.4f at background threshold %.2f", split_name, scores["cam_miou"],
+                 scores["cam_bg_threshold"])
+        return scores
+
+    # The CAM files are written by trainer.predict's own sharding: nothing left to write here.
+    return run_sharded([], lambda ids: None, score) or {}

@@ -1,4 +1,4 @@
-"""Trainer, loggers and data loaders as every stage builds them."""
+"""Trainer, callbacks, loggers and schedules as every stage builds them from the config groups."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
 from pmm.context import RunContext
+from pmm.data.loaders import loader  # noqa: F401 - re-exported for the stages
 from pmm.tracking import run_config
 
 log = logging.getLogger("pmm")
@@ -24,12 +24,33 @@ def build_loggers(cfg: DictConfig) -> list:
     return [hydra.utils.instantiate(node) for node in cfg.logger.values() if isinstance(node, DictConfig) and "_target_" in node]
 
 
+def build_callbacks(cfg: DictConfig, stage: str, **partials) -> list[pl.Callback]:
+    """The ``callbacks.<stage>`` nodes, instantiated in config order.
+
+    A node with ``_partial_: true`` (the cyclic callback) is completed with ``partials[name]`` (a
+    dict of run-time objects); one without its partial arguments is left out.
+    """
+    nodes = (cfg.get("callbacks") or {}).get(stage) or {}
+    callbacks = []
+    for name, node in nodes.items():
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            continue
+        if node.get("_partial_"):
+            if name not in partials:
+                continue
+            callbacks.append(hydra.utils.instantiate(node)(**partials[name]))
+        else:
+            callbacks.append(hydra.utils.instantiate(node))
+    return callbacks
+
+
 def epochs_for_min_steps(max_epochs: int, min_steps: int | None, num_images: int, batch_size: int,
                          world_size: int = 1) -> int:
     """``max_epochs``, raised so that training makes at least ``min_steps`` optimiser steps.
 
     A from-scratch network needs a number of *updates* to learn, whatever the dataset size: with
-    a fixed epoch count a 400-image tree gets a third fewer than the 600-image default.
+    a fixed epoch count a 400-image tree gets a third fewer than the 600-image default. This is the
+    ``cam.lengthen_to_steps`` / ``seg.lengthen_to_steps`` floor, not Lightning's ``min_steps``.
     """
     if not min_steps:
         return max_epochs
@@ -37,8 +58,7 @@ def epochs_for_min_steps(max_epochs: int, min_steps: int | None, num_images: int
     return max(max_epochs, math.ceil(min_steps / steps_per_epoch))
 
 
-def build_trainer(ctx: RunContext, max_epochs: int, callbacks: list | None = None, **overrides) -> pl.Trainer:
-    """The configured Trainer for one stage (``trainer`` node plus per-stage settings)."""
+def trainer_kwargs(ctx: RunContext, **overrides) -> dict:
     kwargs = OmegaConf.to_container(ctx.cfg.trainer, resolve=True)
     kwargs.pop("_target_", None)
     kwargs.update(overrides)
@@ -46,23 +66,35 @@ def build_trainer(ctx: RunContext, max_epochs: int, callbacks: list | None = Non
     if kwargs.get("sync_batchnorm") and on_cpu:
         # torch's SyncBatchNorm is CUDA-only; CPU DDP (gloo) runs with per-process BatchNorm.
         kwargs["sync_batchnorm"] = False
-    if "logger" not in kwargs:
-        loggers = build_loggers(ctx.cfg)
-        for logger in loggers:
-            logger.log_hyperparams(run_config(ctx.cfg))
-        kwargs["logger"] = loggers or False
-    trainer = pl.Trainer(max_epochs=max_epochs, callbacks=callbacks or [], **kwargs)
+    if on_cpu and str(kwargs.get("precision", "")).startswith("16"):
+        kwargs["precision"] = "bf16-mixed" if str(kwargs["precision"]).endswith("mixed") else "32-true"
+    return kwargs
+
+
+def planned_world_size(ctx: RunContext) -> int:
+    """How many processes the configured trainer will run, known before any process group exists.
+
+    The schedules (epochs that reach ``lengthen_to_steps``) depend on it; a probe Trainer without
+    loggers or callbacks resolves devices x nodes exactly as the real one will.
+    """
+    kwargs = trainer_kwargs(ctx, logger=False, callbacks=[], enable_checkpointing=False, enable_progress_bar=False)
+    target = ctx.cfg.trainer.get("_target_", "pytorch_lightning.Trainer")
+    return hydra.utils.get_class(target)(**kwargs).world_size
+
+
+def build_trainer(ctx: RunContext, stage: str, max_epochs: int | None, callbacks: list | None = None,
+                  with_logger: bool = True, **overrides) -> pl.Trainer:
+    """The configured Trainer for one stage: ``trainer`` node, ``callbacks.<stage>`` nodes, loggers."""
+    loggers = build_loggers(ctx.cfg) if with_logger else []
+    for logger in loggers:
+        logger.log_hyperparams(run_config(ctx.cfg))
+    if callbacks is None:
+        callbacks = build_callbacks(ctx.cfg, stage)
+    if not loggers:  # an LR monitor without a logger is an error in Lightning
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
+    kwargs = trainer_kwargs(ctx, **overrides)
+    kwargs["logger"] = loggers or False
+    target = ctx.cfg.trainer.get("_target_", "pytorch_lightning.Trainer")
+    trainer = hydra.utils.get_class(target)(max_epochs=max_epochs, callbacks=callbacks, **kwargs)
     ctx.record(world_size=trainer.world_size)
     return trainer
-
-
-def loader(dataset, batch_size: int, num_workers: int, shuffle: bool = False, drop_last: bool = False, collate_fn=None) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        drop_last=drop_last,
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
-        collate_fn=collate_fn,
-    )

@@ -5,33 +5,90 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import BasePredictionWriter
 from rich.console import Console
 from rich.table import Table
 
-from pmm.checkpoints import read_checkpoint
-from pmm.context import RunContext, barrier, global_rank, world_size
+from pmm.checkpoints import load_network
+from pmm.context import RunContext
+from pmm.crf import CRFParams
+from pmm.data.datasets import InferenceDataset, list_collate
+from pmm.distributed import run_sharded
 from pmm.errors import PmmError
 from pmm.evaluation import score_mask_folder
-from pmm.io import load_mask, write_json
-from pmm.seg.cyclic import predict_split_to_folder
-from pmm.seg.model import Segmenter
+from pmm.io import load_mask, save_mask, write_json
+from pmm.seg.cyclic import segment_images
 from pmm.seg.module import SegModule
+from pmm.stages.common import build_trainer, loader
+from pmm.tta import TTAConfig
 
 log = logging.getLogger("pmm")
 
 
 def load_seg_module(ctx: RunContext, path: str | Path) -> SegModule:
-    """A trained segmenter from a checkpoint; the network is rebuilt from the config saved in it."""
-    path = ctx.require_file(path, "seg_ckpt", "train one with stage=seg or point seg_ckpt at a segmenter checkpoint")
-    checkpoint, net_config = read_checkpoint(path, "seg_ckpt")
-    classes = len(checkpoint["hyper_parameters"].get("class_names") or ctx.class_names)
-    if classes != ctx.num_classes:
-        raise PmmError(f"seg_ckpt={path}: trained for {classes} classes but data.class_names has {ctx.num_classes}")
-    module = SegModule(Segmenter(num_classes=classes, **net_config), optimizer=None, net_config=net_config,
-                       class_names=list(ctx.class_names))
-    module.load_state_dict(checkpoint["state_dict"], strict=True)
-    return module
+    """A trained segmenter from a checkpoint; the network is rebuilt from the spec saved in it."""
+    net, spec, checkpoint = load_network(path, "seg_ckpt", "seg")
+    names = checkpoint["hyper_parameters"].get("class_names") or list(ctx.class_names)
+    if len(names) != ctx.num_classes:
+        raise PmmError(f"seg_ckpt={path}: trained for {len(names)} classes but data.class_names has {ctx.num_classes}; "
+                       "use the checkpoint of the same dataset")
+    return SegModule(net, optimizer=None, net_config=spec, class_names=list(names))
+
+
+class SegPredictor(pl.LightningModule):
+    """Wraps a segmenter for ``trainer.predict``: TTA + optional CRF label maps of a batch of whole images.
+
+    Args:
+        net: the segmenter.
+        tta: how each image is predicted.
+        crf: ``crf.seg`` settings, or None.
+        use_labels: restrict each prediction to background + the image's labels (training images).
+    """
+
+    def __init__(self, net, tta: TTAConfig, crf: CRFParams | None, use_labels: bool = False, batch_size: int = 16):
+        super().__init__()
+        self.net, self.tta, self.crf, self.use_labels, self.batch_size = net, tta, crf, use_labels, batch_size
+
+    def predict_step(self, batch: list[dict], batch_idx: int) -> list[dict]:
+        images = [item["image"].cpu().numpy() for item in batch]
+        labels = [item["labels"].tolist() for item in batch] if self.use_labels else None
+        masks = segment_images(self.net, images, labels, tta=self.tta, crf=self.crf, batch_size=self.batch_size,
+                               device=self.device)
+        return [{"id": item["id"], "mask": mask} for item, mask in zip(batch, masks)]
+
+
+class MaskWriter(BasePredictionWriter):
+    """Writes each predicted label map to ``<dir>/<id>.png`` as its batch is done (every rank)."""
+
+    def __init__(self, output_dir: Path) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        for item in prediction:
+            save_mask(self.output_dir / f"{item['id']}.png", item["mask"])
+
+
+def eval_tta(ctx: RunContext) -> TTAConfig:
+    return TTAConfig.from_config(ctx.cfg.eval)
+
+
+def predict_split(ctx: RunContext, net, split, folder: Path, tta: TTAConfig, crf: CRFParams | None,
+                  use_labels: bool = False, batch_size: int = 16) -> Path:
+    """Label maps of every image of ``split`` into ``folder`` through ``trainer.predict`` (sharded by rank)."""
+    trainer = build_trainer(ctx, "predict", 1, callbacks=[MaskWriter(folder)], with_logger=False)
+    dataset = InferenceDataset(split)
+    was_training = net.training
+    net.eval()
+    try:
+        trainer.predict(SegPredictor(net, tta, crf, use_labels, batch_size),
+                        loader(dataset, batch_size, ctx.cfg.data.num_workers, collate_fn=list_collate),
+                        return_predictions=False)
+    finally:
+        net.train(was_training)
+    trainer.strategy.barrier()
+    return folder
 
 
 def print_table(report: dict) -> None:
@@ -70,39 +127,30 @@ def save_eval_figures(ctx: RunContext, folder: Path, report: dict) -> None:
 
 
 def evaluate_module(ctx: RunContext, module: SegModule) -> dict:
-    """Predict every val image (this rank's shard), then score the PNGs on rank 0."""
+    """Predict every val image (``eval`` TTA, ``crf.seg``), then score the PNGs on rank 0."""
     cfg = ctx.cfg.eval
     split = ctx.val_split
     folder = ctx.run_dir / "predictions" / split.split
-    rank, world = global_rank(), world_size()
-    device = module.device
-    predict_split_to_folder(
-        module.net.to(device), split, split.ids[rank::world], folder, batch_size=cfg.batch_size, use_labels=False,
-        progress=rank == 0, scales=tuple(cfg.scales), flip=cfg.flip, crf=cfg.crf, mode=cfg.mode,
-        window=cfg.window, stride=cfg.stride, device=device,
-    )
-    barrier()  # every shard of predictions is written before rank 0 scores the folder
-    if rank != 0:
-        barrier()
-        return {}
-    report = score_mask_folder(split, folder, desc="scoring predictions")
-    write_json(ctx.run_dir / "eval_report.json", report)
-    print_table(report)
-    save_eval_figures(ctx, folder, report)
-    from pmm.stages.pseudo import log_mask_panel
+    crf = CRFParams.from_config(ctx.cfg.crf.seg, "crf.seg") if cfg.crf else None
+    predict_split(ctx, module.net, split, folder, eval_tta(ctx), crf, use_labels=False, batch_size=cfg.batch_size)
 
-    log_mask_panel(ctx, f"predictions/{split.split}", split.split, folder)
-    result = {"val_miou": report["miou"], "val_per_class_iou": report["per_class_iou"]}
-    ctx.record(**result)
-    log.info("val mIoU (%d images, predictions in %s): %.4f", report["num_images"], folder, report["miou"])
-    barrier()
-    return result
+    def score() -> dict:
+        report = score_mask_folder(split, folder, desc="scoring predictions")
+        write_json(ctx.run_dir / "eval_report.json", report)
+        print_table(report)
+        save_eval_figures(ctx, folder, report)
+        from pmm.stages.pseudo import log_mask_panel
+
+        log_mask_panel(ctx, f"predictions/{split.split}", split.split, folder)
+        result = {"val_miou": report["miou"], "val_per_class_iou": report["per_class_iou"]}
+        ctx.record(**result)
+        log.info("val mIoU (%d images, predictions in %s): %.4f", report["num_images"], folder, report["miou"])
+        return result
+
+    return run_sharded([], lambda ids: None, score) or {}
 
 
 def run(ctx: RunContext) -> dict:
     if not ctx.cfg.seg_ckpt:
         raise PmmError("stage=eval needs seg_ckpt=PATH (a checkpoint written by stage=seg, e.g. RUN/checkpoints/seg/last.ckpt)")
-    module = load_seg_module(ctx, ctx.cfg.seg_ckpt)
-    if torch.cuda.is_available() and ctx.cfg.trainer.accelerator in ("auto", "gpu", "cuda"):
-        module = module.cuda()
-    return evaluate_module(ctx, module.eval())
+    return evaluate_module(ctx, load_seg_module(ctx, ctx.cfg.seg_ckpt))

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pmm.context import RunContext, barrier, global_rank, world_size
+from pmm.context import RunContext
+from pmm.crf import CRFParams
+from pmm.distributed import is_main, run_sharded
 from pmm.errors import PmmError
 from pmm.evaluation import score_mask_folder
 from pmm.io import load_cams, load_image, save_mask, write_json
@@ -61,18 +63,28 @@ def ensure_cams(ctx: RunContext, split_name: str) -> None:
     infer_cams(ctx, load_cam_module(ctx, checkpoint), split_name)
 
 
-def generate_round_zero(ctx: RunContext, split_name: str, settings: dict) -> Path:
-    """Write this rank's shard of round-0 pseudo-masks with a process pool; return the folder."""
+def already_written(path: Path) -> bool:
+    """A finished mask of an earlier run (``pseudo.resume``): present and decodable."""
+    if not path.is_file():
+        return False
+    try:
+        from pmm.io import mask_decodes
+    except ImportError:
+        return path.stat().st_size > 0
+    return mask_decodes(path)
+
+
+def write_round_zero(ctx: RunContext, split_name: str, ids: list[str], settings: dict) -> None:
+    """Write the round-0 pseudo-masks of ``ids`` (this rank's shard) with a process pool."""
     split = ctx.split(split_name)
     output = round_dir(ctx, 0)
     output.mkdir(parents=True, exist_ok=True)
-    rank, world = global_rank(), world_size()
-    todo = [i for i in split.ids[rank::world] if not (ctx.cfg.pseudo.resume and (output / f"{i}.png").is_file())]
+    todo = [i for i in ids if not (ctx.cfg.pseudo.resume and already_written(output / f"{i}.png"))]
     cam_folder = cams_dir(ctx, split_name)
     tasks = [(i, str(split.image_path(i)), str(cam_folder / f"{i}.npz"), str(output / f"{i}.png")) for i in todo]
     workers = max(1, int(ctx.cfg.pseudo.workers))
     job = partial(_star_make_one, settings=settings)
-    progress = tqdm(total=len(tasks), desc=f"pseudo-masks ({settings['method']})", disable=rank != 0)
+    progress = tqdm(total=len(tasks), desc=f"pseudo-masks ({settings['method']})", disable=not is_main())
     if workers == 1:
         for task in tasks:
             job(task)
@@ -83,7 +95,6 @@ def generate_round_zero(ctx: RunContext, split_name: str, settings: dict) -> Pat
             for _ in pool.imap_unordered(job, tasks, chunksize=4):
                 progress.update()
     progress.close()
-    return output
 
 
 def _star_make_one(task: tuple, settings: dict) -> str:
@@ -141,36 +152,36 @@ def run(ctx: RunContext) -> dict:
     threshold = float(metrics["cam_bg_threshold"])
     alpha = resolve_alpha(ctx, threshold)
     bg_threshold = threshold if cfg.bg_threshold == "auto" else float(cfg.bg_threshold)
+    crf = CRFParams.from_config(ctx.cfg.crf.pseudo, "crf.pseudo")
     settings = {
         "method": cfg.method,
         "options": dict(alpha=alpha, cov=bool(cfg.cov), cov_scale=float(cfg.cov_scale), threshold=float(cfg.cov_threshold),
-                        bg_threshold=bg_threshold, crf_backend=cfg.crf_backend),
+                        bg_threshold=bg_threshold, crf=crf),
     }
-    log.info("pseudo-masks: method=%s cov=%s alpha=%.2f (CAM threshold t*=%.2f) on split '%s'",
-             cfg.method, cfg.cov, alpha, threshold, split_name)
-    folder = generate_round_zero(ctx, split_name, settings)
-    barrier()  # every shard is written before rank 0 scores the folder
-    if not ctx.is_main_process:
-        barrier()
-        return {}
-    report = score_mask_folder(ctx.split(split_name), folder, desc="scoring pseudo-masks")
-    report.update(method=cfg.method, cov=bool(cfg.cov), alpha=alpha, round=0, folder=str(folder))
-    write_json(ctx.run_dir / "pseudo_report.json", report)
-    save_pseudo_figures(ctx, split_name, folder, settings)
-    from pmm import viz
+    log.info("pseudo-masks: method=%s cov=%s alpha=%.2f (CAM threshold t*=%.2f) on split '%s', CRF backend %s",
+             cfg.method, cfg.cov, alpha, threshold, split_name, crf.backend)
+    folder = round_dir(ctx, 0)
 
-    viz.save_iou_bars(ctx.figures_dir / "pseudo_iou.png", list(ctx.class_names),
-                      [report["per_class_iou"][n] for n in ctx.class_names], title=f"pseudo-mask IoU ({split_name})")
-    result = {
-        "pseudo_miou": report["miou"],
-        "pseudo_miou_rounds": [report["miou"]],
-        "pseudo_split": split_name,
-        "pseudo_method": cfg.method,
-        "pseudo_cov": bool(cfg.cov),
-        "pseudo_alpha": alpha,
-    }
-    ctx.record(**result)
-    log.info("pseudo-mask mIoU on '%s' (%d images, round 0): %.4f  [CAM argmax: %.4f]", split_name,
-             report["num_images"], report["miou"], metrics.get("cam_miou", math.nan))
-    barrier()  # the other ranks wait for metrics.json before the next stage reads it
-    return result
+    def score() -> dict:
+        report = score_mask_folder(ctx.split(split_name), folder, desc="scoring pseudo-masks")
+        report.update(method=cfg.method, cov=bool(cfg.cov), alpha=alpha, round=0, folder=str(folder))
+        write_json(ctx.run_dir / "pseudo_report.json", report)
+        save_pseudo_figures(ctx, split_name, folder, settings)
+        from pmm import viz
+
+        viz.save_iou_bars(ctx.figures_dir / "pseudo_iou.png", list(ctx.class_names),
+                          [report["per_class_iou"][n] for n in ctx.class_names], title=f"pseudo-mask IoU ({split_name})")
+        result = {
+            "pseudo_miou": report["miou"],
+            "pseudo_miou_rounds": [report["miou"]],
+            "pseudo_split": split_name,
+            "pseudo_method": cfg.method,
+            "pseudo_cov": bool(cfg.cov),
+            "pseudo_alpha": alpha,
+        }
+        ctx.record(**result)
+        log.info("pseudo-mask mIoU on '%s' (%d images, round 0): %.4f  [CAM argmax: %.4f]", split_name,
+                 report["num_images"], report["miou"], metrics.get("cam_miou", math.nan))
+        return result
+
+    return run_sharded(ctx.split(split_name).ids, lambda ids: write_round_zero(ctx, split_name, ids, settings), score) or {}

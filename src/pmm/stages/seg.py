@@ -8,18 +8,19 @@ from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
-from pmm.checkpoints import read_checkpoint
+from pmm.checkpoints import read_checkpoint, resume_checkpoint
 from pmm.context import RunContext
+from pmm.crf import CRFParams
 from pmm.errors import PmmError
 from pmm.evaluation import score_mask_folder
-from pmm.seg.cyclic import CyclicPseudoMask
+from pmm.nets.build import build_from_spec, network_spec
 from pmm.seg.datamodule import PseudoMaskDataModule
-from pmm.seg.model import Segmenter, encoder_weights_from_cam
+from pmm.seg.model import encoder_weights_from_cam
 from pmm.seg.module import SegModule
 from pmm.stages.cam import cam_checkpoint_dir
-from pmm.stages.common import build_trainer, epochs_for_min_steps
+from pmm.stages.common import build_callbacks, build_trainer, epochs_for_min_steps, planned_world_size
+from pmm.tta import TTAConfig
 
 log = logging.getLogger("pmm")
 
@@ -29,20 +30,27 @@ def latest_round(folder: Path) -> Path | None:
     return rounds[-1] if rounds else None
 
 
+# Names of the first release, still understood.
+SOURCE_ALIASES = {"ppmg": "latest_round", "gt": "ground_truth"}
+
+
 def resolve_mask_source(ctx: RunContext) -> Path | None:
-    """``pseudo.source``: ``ppmg`` (this run's latest round), ``gt`` (None: ground truth), or a folder.
+    """``pseudo.source``: ``latest_round`` (this run's newest pseudo-mask round), ``ground_truth``
+    (None: the split's own masks, the fully-supervised twin), or a folder.
 
     A folder may be a mask folder or a run directory (its latest ``pseudo_masks/round_<r>`` is used).
     """
     source = str(ctx.cfg.pseudo.source)
-    if source == "gt":
+    source = SOURCE_ALIASES.get(source, source)
+    if source == "ground_truth":
         return None
-    if source == "ppmg":
+    if source == "latest_round":
         found = latest_round(ctx.run_dir / "pseudo_masks")
         if found is None:
             raise PmmError(
-                f"pseudo.source=ppmg: no pseudo-masks in {ctx.run_dir / 'pseudo_masks'}; run stage=pseudo in this run "
-                "(stage=all does), or set pseudo.source to a mask folder / run directory, or pseudo.source=gt"
+                f"pseudo.source=latest_round: no pseudo-masks in {ctx.run_dir / 'pseudo_masks'}; run stage=pseudo in "
+                "this run (stage=all does), or set pseudo.source to a mask folder / run directory, or "
+                "pseudo.source=ground_truth"
             )
         return found
     path = Path(source).expanduser().resolve()
@@ -51,7 +59,8 @@ def resolve_mask_source(ctx: RunContext) -> Path | None:
         if found is not None:
             return found
     if not path.is_dir():
-        raise PmmError(f"pseudo.source={source}: folder not found; give ppmg, gt, a mask folder or a pmm run directory")
+        raise PmmError(f"pseudo.source={source}: folder not found; give latest_round, ground_truth, a mask folder "
+                       "or a pmm run directory")
     return path
 
 
@@ -62,7 +71,7 @@ def init_encoder_from_cam(ctx: RunContext, net: Segmenter) -> None:
         log.warning("segmenter.init_from_cam: no CAM checkpoint at %s; the encoder starts from %s", path,
                     "ImageNet weights" if ctx.cfg.segmenter.pretrained or ctx.cfg.segmenter.weights else "scratch")
         return
-    checkpoint, cam_net_config = read_checkpoint(path, "cam_ckpt")
+    checkpoint, cam_net_config = read_checkpoint(path, "cam_ckpt", "cam")
     cam_input = cam_net_config.get("input", "rgb")
     if cam_input != net.encode_input.mode:
         raise PmmError(
@@ -84,10 +93,10 @@ def build_seg_module(ctx: RunContext, round_epochs: int | None = None) -> SegMod
     """The segmentation module of the config; ``round_epochs`` is the cyclic period (``seg_schedule``)."""
     cfg = ctx.cfg
     round_epochs = round_epochs or cfg.cyclic.every_n_epochs
-    net_config = OmegaConf.to_container(cfg.segmenter, resolve=True)
-    init_from_cam = net_config.pop("init_from_cam", False)
-    net = Segmenter(num_classes=ctx.num_classes, **net_config)
-    if init_from_cam and not cfg.ckpt_path:
+    spec = network_spec(cfg.segmenter, exclude=("init_from_cam",), default_target="pmm.seg.model.Segmenter",
+                        num_classes=ctx.num_classes)
+    net = build_from_spec(spec, "segmenter")
+    if cfg.segmenter.get("init_from_cam", False) and not resume_checkpoint(cfg, "seg"):
         init_encoder_from_cam(ctx, net)
     return SegModule(
         net,
@@ -95,12 +104,18 @@ def build_seg_module(ctx: RunContext, round_epochs: int | None = None) -> SegMod
         lr=cfg.seg.lr,
         head_lr_mult=cfg.seg.head_lr_mult,
         poly_power=cfg.seg.poly_power,
+        min_lr=float(cfg.seg.get("min_lr", 0.0) or 0.0),
         loss=OmegaConf.to_container(cfg.seg.loss, resolve=True),
         aux_weight=cfg.seg.aux_weight,
         poly_period_epochs=round_epochs if cfg.cyclic.rounds > 0 and cfg.cyclic.reinit else None,
         class_names=list(ctx.class_names),
-        net_config=net_config,
+        net_config=spec,
     )
+
+
+def seg_crf(ctx: RunContext, enabled: bool) -> CRFParams | None:
+    """``crf.seg`` (DeepLab's settings) when the caller's ``crf`` switch is on."""
+    return CRFParams.from_config(ctx.cfg.crf.seg, "crf.seg") if enabled else None
 
 
 def seg_schedule(ctx: RunContext, num_images: int, world_size: int = 1) -> tuple[int, int]:
@@ -108,7 +123,7 @@ def seg_schedule(ctx: RunContext, num_images: int, world_size: int = 1) -> tuple
 
     ``seg.max_epochs`` when set; otherwise ``cyclic.every_n_epochs`` per round for ``cyclic.rounds + 1``
     rounds, each round lengthened so that the whole run makes at least ``seg.min_steps`` optimiser
-    steps (a small dataset gets more epochs, as in the CAM stage).
+    steps (``seg.lengthen_to_steps``: a small dataset gets more epochs, as in the CAM stage).
     """
     cfg = ctx.cfg
     round_epochs = int(cfg.cyclic.every_n_epochs)
@@ -116,7 +131,7 @@ def seg_schedule(ctx: RunContext, num_images: int, world_size: int = 1) -> tuple
         return round_epochs, int(cfg.seg.max_epochs)
     rounds = int(cfg.cyclic.rounds) + 1
     batch = min(cfg.seg.batch_size, num_images)
-    total = epochs_for_min_steps(round_epochs * rounds, cfg.seg.get("min_steps"), num_images, batch, world_size)
+    total = epochs_for_min_steps(round_epochs * rounds, cfg.seg.get("lengthen_to_steps"), num_images, batch, world_size)
     round_epochs = math.ceil(total / rounds)
     return round_epochs, round_epochs * rounds
 
@@ -128,14 +143,8 @@ def run(ctx: RunContext) -> dict:
         ctx.train_split, ctx.val_split, mask_dir, ctx.crop_size(), tuple(cfg.data.scale_range),
         cfg.seg.batch_size, cfg.data.num_workers,
     )
-    checkpoint = ModelCheckpoint(dirpath=ctx.run_dir / "checkpoints" / "seg", filename="epoch{epoch:02d}",
-                                 monitor="val/miou", mode="max", save_last=True, auto_insert_metric_name=False)
-    callbacks = [checkpoint]
-    trainer = build_trainer(ctx, 1, callbacks=callbacks, reload_dataloaders_every_n_epochs=1,
-                            check_val_every_n_epoch=cfg.seg.check_val_every_n_epoch)
-    # The trainer knows the world size before any process group exists; the schedule depends on it.
-    round_epochs, epochs = seg_schedule(ctx, len(ctx.train_split.ids), trainer.world_size)
-    trainer.fit_loop.max_epochs = epochs
+    # The world size is known before any process group exists; the schedule depends on it.
+    round_epochs, epochs = seg_schedule(ctx, len(ctx.train_split.ids), planned_world_size(ctx))
     module = build_seg_module(ctx, round_epochs)
     history = list(ctx.read_metrics().get("pseudo_miou_rounds", []))
     if mask_dir is not None and not history:
@@ -153,21 +162,20 @@ def run(ctx: RunContext) -> dict:
         log_mask_panel(ctx, f"pseudo_masks/round_{index}", ctx.train_split.split, folder)
         log.info("cyclic round %d pseudo-mask mIoU on '%s': %.4f", index, ctx.train_split.split, report["miou"])
 
+    partials = {}
     if mask_dir is not None and cfg.cyclic.rounds > 0:
-        # Before the checkpoint callback, as Lightning orders them: a saved epoch holds the round it trained on.
-        trainer.callbacks.insert(0, CyclicPseudoMask(
-            ctx.train_split, datamodule, ctx.run_dir / "pseudo_masks", rounds=cfg.cyclic.rounds,
-            every_n_epochs=round_epochs, reinit=cfg.cyclic.reinit,
-            puf_first_round_only=cfg.cyclic.puf_first_round_only, restrict_to_labels=cfg.cyclic.restrict_to_labels,
-            batch_size=cfg.cyclic.batch_size, on_round=on_round, scales=tuple(cfg.cyclic.scales),
-            flip=cfg.cyclic.flip, crf=cfg.cyclic.crf,
-        ))
-    if trainer.loggers:
-        trainer.callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+        partials["cyclic"] = dict(
+            split=ctx.train_split, datamodule=datamodule, output_root=ctx.run_dir / "pseudo_masks",
+            every_n_epochs=round_epochs, on_round=on_round, tta=TTAConfig.from_config(cfg.cyclic),
+            crf=seg_crf(ctx, cfg.cyclic.crf),
+        )
+    callbacks = build_callbacks(cfg, "seg", **partials)
+    trainer = build_trainer(ctx, "seg", epochs, callbacks=callbacks, reload_dataloaders_every_n_epochs=1,
+                            check_val_every_n_epoch=cfg.seg.check_val_every_n_epoch)
     log.info("segmentation stage: %s/%s on %s, %d epochs (%d a round), loss %s", cfg.segmenter.arch,
              cfg.segmenter.encoder, mask_dir or "ground truth", epochs, round_epochs, dict(cfg.seg.loss))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path if cfg.stage in ("seg", "all") else None)
-    ctx.record(seg_source=str(mask_dir) if mask_dir else "gt", seg_loss=cfg.seg.loss.mode)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, "seg"))
+    ctx.record(seg_source=str(mask_dir) if mask_dir else "ground_truth", seg_loss=cfg.seg.loss.mode)
 
     from pmm.stages import eval as evaluate
 

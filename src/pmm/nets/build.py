@@ -1,0 +1,45 @@
+"""Networks as Hydra objects: build one from its config node, save how, rebuild it from a checkpoint.
+
+A network's *spec* is its config node as plain data — ``_target_`` plus constructor arguments —
+stored in every checkpoint (``hyper_parameters.net_config``), so a checkpoint rebuilds its network
+with ``hydra.utils.instantiate`` whatever class it is, without the run's config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from pmm.errors import PmmError
+
+
+def network_spec(node: Mapping | DictConfig, exclude: Iterable[str] = (), default_target: str | None = None,
+                 **arguments) -> dict:
+    """The plain-data spec of a network: the node (resolved) minus ``exclude`` keys, plus ``arguments``."""
+    spec = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    for key in exclude:
+        spec.pop(key, None)
+    spec.update(arguments)
+    if "_target_" not in spec:
+        if default_target is None:
+            raise PmmError("network config has no _target_; give the class to build, e.g. _target_: pmm.cam.net.CAMNet")
+        spec["_target_"] = default_target
+    return spec
+
+
+def build_from_spec(spec: Mapping, config_key: str) -> nn.Module:
+    """Instantiate a spec; a constructor error becomes one line naming ``config_key`` and the class."""
+    try:
+        return instantiate(dict(spec), _convert_="all")
+    except PmmError:
+        raise
+    except InstantiationException as error:
+        cause = error.__cause__ or error
+        if isinstance(cause, PmmError):
+            raise cause from None
+        message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        raise PmmError(f"{config_key}: could not build {spec.get('_target_')} ({message}); check the {config_key} settings") from None

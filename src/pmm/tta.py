@@ -1,0 +1,207 @@
+"""Test-time augmentation: one module for CAM inference, cyclic relabelling, eval and prediction.
+
+A network is seen as ``fn(images) -> N x C x h x w`` maps (CAMs or logits) at any resolution. This
+module runs it over an optional short-side rescale (mmseg's test pipeline), several scales,
+horizontal flips, and the whole image / a sliding window / SEAM's multi-crop, stitches the
+overlapping windows back together, resizes to the image and combines the variants:
+
+- CAMs (``activation="relu"``, ``reduce="sum"``): ReLU on the network's output, summed over the
+  variants (PMM / SEAM sum their multi-scale CAMs and min-max normalise afterwards).
+- Segmentation (``activation="softmax"``, ``reduce="mean"``): window logits averaged where they
+  overlap, resized, softmax, probabilities averaged over the variants (mmseg's aug_test).
+
+Images are float N x 3 x H x W in [0, 1]; the network normalises them itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+TTA_MODES = ("whole", "slide", "multi_crop")
+MapFn = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class TTAConfig:
+    """How one caller runs its network over an image.
+
+    Attributes:
+        scales: image scale factors (after the short-side rescale).
+        flip: also run the horizontally flipped image.
+        mode: ``whole`` image, ``slide`` (windows of ``window`` px every ``stride`` px; an image
+            smaller than a window runs whole) or ``multi_crop`` (SEAM: the same windows, images
+            smaller than a window padded up to it, so the network always sees window-sized crops).
+        window, stride: window size and step in pixels.
+        short_side: rescale so the short side is this many pixels first (None: keep the size).
+        max_long: cap of the long side of that rescale.
+        size_multiple: pad every network input to a multiple of this (SMP needs 2**depth).
+    """
+
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    mode: str = "whole"
+    window: int = 512
+    stride: int = 480
+    short_side: int | None = None
+    max_long: int | None = None
+    size_multiple: int = 1
+
+    def __post_init__(self) -> None:
+        if self.mode not in TTA_MODES:
+            raise ValueError(f"inference mode {self.mode!r}: choose one of {', '.join(TTA_MODES)}")
+        if not self.scales or any(float(s) <= 0 for s in self.scales):
+            raise ValueError(f"inference scales must be a non-empty list of positive numbers, got {list(self.scales)}")
+        if self.window < 1 or self.stride < 1:
+            raise ValueError(f"window ({self.window}) and stride ({self.stride}) must be positive")
+
+    @classmethod
+    def from_config(cls, node: Mapping, **overrides) -> "TTAConfig":
+        """Pick the TTA keys out of a config node (``cam``, ``cyclic``, ``eval``...); others are ignored."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in dict(node).items() if k in names}
+        values.update(overrides)
+        if "scales" in values:
+            values["scales"] = tuple(float(s) for s in values["scales"])
+        return cls(**values)
+
+
+def sliding_windows(height: int, width: int, window: int, stride: int) -> list[tuple[int, int, int, int]]:
+    """(top, left, h, w) windows covering an image; the last row/column of windows sits flush with the edge."""
+
+    def starts(length: int) -> list[int]:
+        if length <= window:
+            return [0]
+        positions = list(range(0, length - window + 1, stride))
+        if positions[-1] + window < length:
+            positions.append(length - window)
+        return positions
+
+    return [(top, left, min(window, height), min(window, width)) for top in starts(height) for left in starts(width)]
+
+
+def rescaled_size(height: int, width: int, short_side: int | None, max_long: int | None) -> tuple[int, int]:
+    """The size after mmseg's keep-ratio rescale (short side to ``short_side``, long side at most ``max_long``)."""
+    if short_side is None:
+        return height, width
+    factor = short_side / min(height, width)
+    if max_long is not None:
+        factor = min(factor, max_long / max(height, width))
+    return max(1, round(height * factor)), max(1, round(width * factor))
+
+
+def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def _run(fn: MapFn, x: Tensor, multiple: int, activation: str) -> Tensor:
+    """``fn`` on ``x`` padded to a multiple, cropped back and resized to ``x``'s size."""
+    height, width = x.shape[-2:]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    padded = F.pad(x, (0, pad_w, 0, pad_h)) if (pad_h or pad_w) else x
+    out = fn(padded)
+    if activation == "relu":
+        out = F.relu(out)
+    full = _resize(out, tuple(padded.shape[-2:]))
+    return full[..., :height, :width]
+
+
+def _windowed(fn: MapFn, x: Tensor, cfg: TTAConfig, activation: str) -> Tensor:
+    height, width = x.shape[-2:]
+    if cfg.mode == "whole" or (cfg.mode == "slide" and height <= cfg.window and width <= cfg.window):
+        return _run(fn, x, cfg.size_multiple, activation)
+    if cfg.mode == "multi_crop" and (height < cfg.window or width < cfg.window):
+        # SEAM pads small images up to the crop, so the network sees the size it was trained on.
+        padded = F.pad(x, (0, max(0, cfg.window - width), 0, max(0, cfg.window - height)))
+        return _windowed(fn, padded, cfg, activation)[..., :height, :width]
+    total = count = None
+    for top, left, h, w in sliding_windows(height, width, cfg.window, cfg.stride):
+        out = _run(fn, x[..., top : top + h, left : left + w], cfg.size_multiple, activation)
+        if total is None:
+            total = out.new_zeros((x.shape[0], out.shape[1], height, width))
+            count = out.new_zeros((1, 1, height, width))
+        total[..., top : top + h, left : left + w] += out
+        count[..., top : top + h, left : left + w] += 1
+    return total / count
+
+
+def tta_maps(fn: MapFn, images: Tensor, cfg: TTAConfig = TTAConfig(), activation: str = "softmax",
+             reduce: str = "mean") -> Tensor:
+    """Run ``fn`` over the augmentations of ``cfg`` and combine them at image size.
+
+    Args:
+        fn: N x 3 x h x w -> N x C x h' x w' maps (CAMs or logits), any output resolution.
+        images: N x 3 x H x W float images in [0, 1], one size.
+        activation: ``relu`` (on the network output: CAMs), ``softmax`` (on the stitched logits at
+            image size: class probabilities) or ``none``.
+        reduce: ``sum`` or ``mean`` over the variants (scales x flips).
+
+    Returns:
+        N x C x H x W.
+    """
+    if activation not in ("relu", "softmax", "none"):
+        raise ValueError(f"activation {activation!r}: choose relu, softmax or none")
+    if reduce not in ("sum", "mean"):
+        raise ValueError(f"reduce {reduce!r}: choose sum or mean")
+    height, width = images.shape[-2:]
+    base = rescaled_size(height, width, cfg.short_side, cfg.max_long)
+    total = None
+    variants = 0
+    for scale in cfg.scales:
+        size = (max(1, round(base[0] * scale)), max(1, round(base[1] * scale)))
+        scaled = _resize(images, size)
+        for flipped in ((False, True) if cfg.flip else (False,)):
+            x = scaled.flip(-1) if flipped else scaled
+            maps = _windowed(fn, x, cfg, activation)
+            if flipped:
+                maps = maps.flip(-1)
+            maps = _resize(maps, (height, width))
+            if activation == "softmax":
+                maps = maps.softmax(1)
+            total = maps if total is None else total + maps
+            variants += 1
+    return total if reduce == "sum" else total / variants
+
+
+def to_float_images(images: Tensor | np.ndarray) -> Tensor:
+    """N x H x W x 3 (or H x W x 3) uint8 -> N x 3 x H x W float in [0, 1]."""
+    x = torch.as_tensor(images)
+    if x.ndim == 3:
+        x = x[None]
+    return x.permute(0, 3, 1, 2).float() / 255.0
+
+
+def group_by_size(shapes: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """Positions grouped by equal (H, W), each group cut into batches of at most ``batch_size``."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for position, shape in enumerate(shapes):
+        groups.setdefault(tuple(shape), []).append(position)
+    batches = []
+    for positions in groups.values():
+        batches += [positions[i : i + batch_size] for i in range(0, len(positions), max(1, batch_size))]
+    return batches
+
+
+@torch.no_grad()
+def tta_over_images(fn: MapFn, images: Sequence[np.ndarray | Tensor], cfg: TTAConfig = TTAConfig(),
+                    activation: str = "softmax", reduce: str = "mean", batch_size: int = 16,
+                    device: torch.device | str = "cpu") -> list[Tensor]:
+    """:func:`tta_maps` over H x W x 3 uint8 images of any sizes; equal sizes run as one batch.
+
+    Returns:
+        One C x H x W float tensor per image (on CPU), in input order.
+    """
+    outputs: list[Tensor | None] = [None] * len(images)
+    for positions in group_by_size([tuple(image.shape[:2]) for image in images], batch_size):
+        batch = to_float_images(np.stack([np.asarray(images[p]) for p in positions])).to(device)
+        maps = tta_maps(fn, batch, cfg, activation, reduce).float().cpu()
+        for row, position in enumerate(positions):
+            outputs[position] = maps[row]
+    return outputs
