@@ -63,18 +63,21 @@ def refine(cam: Tensor, feature: Tensor) -> Tensor:
     n, d, h, w = feature.shape
     if cam.shape[0] != n or cam.shape[-2:] != (h, w):
         raise ValueError(f"refine: cam {tuple(cam.shape)} and feature {tuple(feature.shape)} differ in batch or size")
-    source = normalize_for_pcm(cam).flatten(2).to(feature.dtype)  # N x (C+1) x hw
-    f = feature.flatten(2)
-    f = f / (f.norm(dim=1, keepdim=True) + EPS)  # N x D x hw
-    pixels = h * w
-    block = max(1, _AFFINITY_BLOCK // max(1, pixels))
-    pieces = []
-    for start in range(0, pixels, block):
-        columns = f[:, :, start : start + block]
-        affinity = F.relu(torch.bmm(f.transpose(1, 2), columns))  # N x hw x block
-        affinity = affinity / (affinity.sum(dim=1, keepdim=True) + EPS)
-        pieces.append(torch.bmm(source, affinity))
-    refined = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)
+    # In float32 even under autocast: column sums over thousands of pixels in half precision
+    # would lose the 1e-5 guards and most of the affinities' digits.
+    with torch.autocast(device_type=feature.device.type, enabled=False):
+        source = normalize_for_pcm(cam.float()).flatten(2)  # N x (C+1) x hw
+        f = feature.float().flatten(2)
+        f = f / (f.norm(dim=1, keepdim=True) + EPS)  # N x D x hw
+        pixels = h * w
+        block = max(1, _AFFINITY_BLOCK // max(1, pixels))
+        pieces = []
+        for start in range(0, pixels, block):
+            columns = f[:, :, start : start + block]
+            affinity = F.relu(torch.bmm(f.transpose(1, 2), columns))  # N x hw x block
+            affinity = affinity / (affinity.sum(dim=1, keepdim=True) + EPS)
+            pieces.append(torch.bmm(source, affinity))
+        refined = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)
     return refined.view(n, -1, h, w)
 
 
