@@ -161,7 +161,8 @@ def _sniff(head: bytes) -> str | None:
 
 def _load_error(error: Exception, size: int) -> str:
     message = str(error)
-    truncated = ("truncated" in message or "EOF" in message or "corrupted" in message or "central directory" in message or "zip archive" in message
+    signs = ("truncated", "EOF", "corrupted", "central directory", "zip archive")
+    truncated = (any(sign in message for sign in signs)
                  or isinstance(error, (EOFError, zipfile.BadZipFile)))
     if truncated:
         return f"a truncated or corrupt checkpoint ({size} bytes; an interrupted write or a full disk leaves such files)"

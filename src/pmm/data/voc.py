@@ -402,7 +402,8 @@ def load_voc_split(
     layout = _Layout(root, image_dir, mask_dir, annotation_dir, class_names, labels, require_masks, list_path)
 
     cache_root = Path(cache_dir or Path.home() / ".cache" / "pmm").expanduser()
-    settings = f"v{CACHE_VERSION}|{root}|{split}|{image_dir}|{mask_dir}|{labels}|{annotation_dir}|{require_masks}|{','.join(class_names)}"
+    settings = "|".join(map(str, (f"v{CACHE_VERSION}", root, split, image_dir, mask_dir, labels, annotation_dir,
+                                  require_masks, ",".join(class_names))))
     key = hashlib.sha1(settings.encode()).hexdigest()[:16]
     cache_path = cache_root / f"labels-{split}-{key}.json"
     try:
