@@ -83,15 +83,17 @@ def eval_transform(seed: int | None = None) -> A.Compose:
 
 def cam_train_transform(crop: int = 448, long_side: tuple[int, int] = (448, 768),
                         jitter: tuple[float, float, float, float] | None = (0.3, 0.3, 0.3, 0.1),
-                        ignore_index: int = 255, seed: int | None = None) -> A.Compose:
+                        ignore_index: int = 255, image_fill: float | tuple[float, float, float] = 0,
+                        seed: int | None = None) -> A.Compose:
     """The paper's CAM training augmentation (SEAM's ``train_cls`` pipeline).
 
     Long side resized to a length drawn uniformly from ``long_side`` (inclusive; bicubic, up or
     down), horizontal flip, colour jitter ``(brightness, contrast, saturation, hue)`` applied to
     every image (torchvision's ``ColorJitter``, random order), random ``crop`` x ``crop`` crop; a
-    side shorter than ``crop`` is padded (0 in the image, ``ignore_index`` in a mask, if one is
-    passed) with the image at a random position, as SEAM's ``RandomCrop`` places it.
-    ``jitter=None`` leaves colours alone.
+    side shorter than ``crop`` is padded (``image_fill`` in the image, ``ignore_index`` in a mask,
+    if one is passed) with the image at a random position, as SEAM's ``RandomCrop`` places it.
+    ``jitter=None`` leaves colours alone. SEAM pads after normalising (zeros = the mean colour):
+    ``image_fill=(124, 116, 104)`` reproduces that for ImageNet-normalised networks.
     """
     low, high = (int(v) for v in long_side)
     if not 0 < low <= high:
@@ -105,7 +107,7 @@ def cam_train_transform(crop: int = 448, long_side: tuple[int, int] = (448, 768)
         brightness, contrast, saturation, hue = jitter
         steps.append(A.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue, p=1.0))
     steps.append(A.RandomCrop(crop, crop, pad_if_needed=True, pad_position="random", border_mode=cv2.BORDER_CONSTANT,
-                              fill=0, fill_mask=ignore_index))
+                              fill=image_fill, fill_mask=ignore_index))
     return _compose(steps + to_tensor(), seed)
 
 
