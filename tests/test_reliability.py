@@ -267,6 +267,15 @@ def test_checkpoint_loader_accepts_pmm_checkpoints_of_its_stage(tmp_path):
         "a pmm CAM-stage checkpoint, not a segmentation-stage one; seg_ckpt expects a pmm segmentation-stage "
         "checkpoint (.ckpt); stage=seg writes RUN/checkpoints/seg/last.ckpt"
     )
+    for stage in ("cam", "seg"):  # stage=all resumes either: "any" accepts both, checkpoint_stage tells which
+        checkpoint = read_pmm_checkpoint(tmp_path / f"{stage}-False.ckpt", "ckpt_path", "any")
+        assert ckpt_io.checkpoint_stage(checkpoint) == stage
+    with pytest.raises(PmmError) as error:
+        read_pmm_checkpoint(tmp_path / "nowhere.ckpt", "ckpt_path", "any")
+    assert one_line(error).endswith(
+        "ckpt_path expects a pmm CAM- or segmentation-stage checkpoint (.ckpt); stage=cam writes "
+        "RUN/checkpoints/cam/last.ckpt, stage=seg RUN/checkpoints/seg/last.ckpt"
+    )
     with pytest.raises(PmmError, match="weights-only checkpoint .* cannot resume"):
         read_pmm_checkpoint(tmp_path / "cam-False.ckpt", "ckpt_path", "cam", resume=True)
 

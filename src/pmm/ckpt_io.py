@@ -28,10 +28,12 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pmm.errors import PmmError
 
 STAGES = ("cam", "seg")
-STAGE_NAMES = {"cam": "CAM-stage", "seg": "segmentation-stage"}
+ANY_STAGE = "any"  # read_pmm_checkpoint(..., stage="any"): a pmm checkpoint of either stage (stage=all resume)
+STAGE_NAMES = {"cam": "CAM-stage", "seg": "segmentation-stage", ANY_STAGE: "CAM- or segmentation-stage"}
 HOW_TO_GET = {
     "cam": "stage=cam writes RUN/checkpoints/cam/last.ckpt",
     "seg": "stage=seg writes RUN/checkpoints/seg/last.ckpt",
+    ANY_STAGE: "stage=cam writes RUN/checkpoints/cam/last.ckpt, stage=seg RUN/checkpoints/seg/last.ckpt",
 }
 
 
@@ -201,12 +203,13 @@ def _describe_foreign(checkpoint: Any) -> str:
 
 
 def read_pmm_checkpoint(path: str | os.PathLike | None, key: str, stage: str, *, resume: bool = False) -> dict:
-    """Load a checkpoint pmm wrote for ``stage`` (``cam`` or ``seg``), on the CPU, weights-only.
+    """Load a checkpoint pmm wrote for ``stage`` (``cam``, ``seg`` or ``any``), on the CPU, weights-only.
 
     Args:
         path: the file (a config value: ``cam_ckpt``, ``seg_ckpt`` or ``ckpt_path``).
         key: the config key that named it, for the message.
-        stage: the stage whose checkpoint is expected.
+        stage: the stage whose checkpoint is expected; ``any`` accepts a pmm checkpoint of either
+            stage (then :func:`checkpoint_stage` tells which, e.g. to route a ``stage=all`` resume).
         resume: the file resumes training (``ckpt_path``): it must also hold the optimiser and loop
             state (a weights-only checkpoint cannot resume).
 
@@ -216,13 +219,14 @@ def read_pmm_checkpoint(path: str | os.PathLike | None, key: str, stage: str, *,
     Raises:
         PmmError: one line: what the file is, what was expected, how to get one.
     """
-    if stage not in STAGES:
-        raise ValueError(f"read_pmm_checkpoint: stage={stage!r}, expected one of {STAGES}")
+    if stage not in STAGE_NAMES:
+        raise ValueError(f"read_pmm_checkpoint: stage={stage!r}, expected one of {tuple(STAGE_NAMES)}")
     if path is None or str(path).strip() == "":
         raise PmmError(f"{key} is not set; {_expected(key, stage)}")
     path = Path(path).expanduser()
     if path.is_dir():
-        for candidate in (path / "checkpoints" / stage / "last.ckpt", path / "last.ckpt"):
+        stages = STAGES if stage == ANY_STAGE else (stage,)
+        for candidate in [path / "checkpoints" / name / "last.ckpt" for name in stages] + [path / "last.ckpt"]:
             if candidate.is_file():
                 raise _fail(key, path, f"a folder, not a file (did you mean {key}={candidate}?)", stage)
         raise _fail(key, path, "a folder, not a checkpoint file", stage)
@@ -257,7 +261,7 @@ def read_pmm_checkpoint(path: str | os.PathLike | None, key: str, stage: str, *,
     ):
         raise _fail(key, path, _describe_foreign(checkpoint), stage)
     found = checkpoint_stage(checkpoint)
-    if found is not None and found != stage:
+    if found is not None and stage != ANY_STAGE and found != stage:
         raise _fail(key, path, f"a pmm {STAGE_NAMES[found]} checkpoint, not a {STAGE_NAMES[stage]} one", stage)
     if resume and not ("optimizer_states" in checkpoint and "loops" in checkpoint):
         raise _fail(key, path, "a weights-only checkpoint (no optimiser or loop state), so training cannot resume from it", stage)
