@@ -1,4 +1,4 @@
-"""CAM network, multi-scale inference and the background-threshold sweep."""
+"""CAM network (the plain head and its protocol), CAM inference through the TTA module, the threshold sweep."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pmm.cam.inference import ThresholdSweep, multiscale_cams, normalize_cams
-from pmm.cam.net import CAMNet
+from pmm.cam.inference import ThresholdSweep, default_thresholds, normalize_cams
+from pmm.cam.net import CAMNet, CAMNetwork
 from pmm.errors import PmmError
 from pmm.metrics import confusion_matrix
 
@@ -19,24 +19,38 @@ def net() -> CAMNet:
 
 
 def test_logits_are_the_mean_of_the_cams(net):
-    logits, cams = net(torch.randn(2, 3, 96, 128))
-    assert logits.shape == (2, 5)
-    assert cams.shape == (2, 5, 6, 8)  # layer3 at output stride 16
-    torch.testing.assert_close(logits, cams.mean(dim=(2, 3)))
+    out = net(torch.rand(2, 3, 96, 128))
+    assert out["logits"].shape == (2, 5)
+    assert out["cams"].shape == (2, 5, 6, 8)  # layer3 at output stride 16
+    torch.testing.assert_close(out["logits"], out["cams"].mean(dim=(2, 3)))
+    torch.testing.assert_close(net.cams(torch.zeros(1, 3, 32, 32)), net(torch.zeros(1, 3, 32, 32))["cams"])
+
+
+def test_plain_head_implements_the_cam_network_protocol(net):
+    assert isinstance(net, CAMNetwork)
+    batch = {"image": torch.rand(2, 3, 64, 64), "label": torch.tensor([[1.0, 0, 0, 0, 1], [0, 1, 0, 0, 0]])}
+    terms = net.training_loss(batch)
+    expected = torch.nn.functional.multilabel_soft_margin_loss(net(batch["image"])["logits"], batch["label"])
+    torch.testing.assert_close(terms["total"], expected)
+    groups = CAMNet("resnet18", num_classes=3, new_layer_lr_mult=10.0).param_groups(0.01)
+    assert [g["lr"] for g in groups] == [0.01, pytest.approx(0.1)]
+
+
+def test_network_normalises_with_its_backbones_statistics(net):
+    # timm's data config of resnet18 is ImageNet's; the input is [0, 1] RGB.
+    torch.testing.assert_close(net.normalize.mean.flatten(), torch.tensor([0.485, 0.456, 0.406]))
+    assert "normalize.mean" not in net.state_dict()  # old checkpoints load unchanged
 
 
 def test_output_stride_8_doubles_the_cam_resolution():
     net = CAMNet("resnet18", num_classes=3, output_stride=8, out_index=-2)
-    assert net(torch.randn(1, 3, 64, 64))[1].shape[-2:] == (8, 8)
+    assert net(torch.rand(1, 3, 64, 64))["cams"].shape[-2:] == (8, 8)
 
 
-def test_multiscale_cams_are_at_image_size_and_flip_consistent(net):
-    images = torch.randint(0, 255, (2, 70, 90, 3), dtype=torch.uint8)
-    cams = multiscale_cams(net, images, scales=(0.5, 1.0), flip=True)
-    assert cams.shape == (2, 5, 70, 90) and torch.all(cams >= 0)
-    # Flip-averaged CAMs of a mirrored image are the mirrored CAMs.
-    mirrored = multiscale_cams(net, images.flip(2), scales=(0.5, 1.0), flip=True)
-    torch.testing.assert_close(mirrored, cams.flip(-1), atol=1e-4, rtol=1e-4)
+def test_threshold_grid_is_fine_where_voc_thresholds_lie():
+    grid = default_thresholds()
+    assert 0.16 in grid and 0.17 in grid and 0.01 in grid and 0.95 in grid
+    assert np.all(np.diff(grid) > 0)
 
 
 def test_normalize_keeps_labelled_classes_in_unit_range():

@@ -88,7 +88,8 @@ def test_unknown_mode_names_the_key_and_the_choices():
 
 def test_networks_take_rgb_whatever_their_encoding():
     images = torch.rand(2, 3, 64, 64)
-    logits, cams = CAMNet("regnetx_002", num_classes=4, out_index=-2, input="edges")(images)
+    out = CAMNet("regnetx_002", num_classes=4, out_index=-2, input="edges")(images)
+    logits, cams = out["logits"], out["cams"]
     assert logits.shape == (2, 4) and cams.shape == (2, 4, 4, 4)
     out = Segmenter("deeplabv3plus", "tu-regnetx_002", num_classes=5, decoder_channels=16, input="rgb+edges")(images)
     assert out["out"].shape == (2, 5, 64, 64)
@@ -149,6 +150,6 @@ def test_seg_schedule_lengthens_rounds_on_small_datasets(max_epochs, min_steps, 
 
     from pmm.stages.seg import seg_schedule
 
-    cfg = OmegaConf.create({"seg": {"max_epochs": max_epochs, "min_steps": min_steps, "batch_size": 16},
+    cfg = OmegaConf.create({"seg": {"max_epochs": max_epochs, "lengthen_to_steps": min_steps, "batch_size": 16},
                             "cyclic": {"every_n_epochs": 5, "rounds": 1}})
     assert seg_schedule(SimpleNamespace(cfg=cfg), images) == expected

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from pmm.crf import CRFParams
 from pmm.io import load_image, load_mask
 from pmm.metrics import confusion_matrix, mean_iou
 from pmm.pseudo import (
@@ -23,7 +24,6 @@ from pmm.pseudo import (
     proportional_labels,
 )
 
-VOC_SAMPLES = Path("/work/shared/data/voc_samples")
 
 
 # --------------------------------------------------------------------------- cov_smooth
@@ -186,7 +186,7 @@ def test_dense_crf_accepts_non_contiguous_inputs_and_validates():
     with pytest.raises(ValueError, match="image is 64x64 but probs are 64x32"):
         dense_crf(image, probs[:, :, :32])
     with pytest.raises(ValueError, match="unknown CRF backend"):
-        dense_crf(image, probs, backend="nope")
+        dense_crf(image, probs, CRFParams(backend="nope"))
     assert "pydensecrf" in CRF_BACKENDS
 
 
@@ -245,13 +245,12 @@ def _gt_cams(mask: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def voc_split():
-    images = sorted((VOC_SAMPLES / "JPEGImages").glob("*.jpg"))
-    if len(images) != 14:
-        pytest.skip(f"voc_samples not found at {VOC_SAMPLES}")
+def voc_split(voc_samples: Path):
+    images = sorted((voc_samples / "JPEGImages").glob("*.jpg"))
+    assert len(images) == 14, f"{voc_samples}: expected the 14 shared VOC photographs, found {len(images)}"
     split = []
     for index, path in enumerate(images):
-        mask = load_mask(VOC_SAMPLES / "SegmentationClass" / f"{path.stem}.png")
+        mask = load_mask(voc_samples / "SegmentationClass" / f"{path.stem}.png")
         cams, labels = _gt_cams(mask, seed=index)
         split.append((load_image(path), mask, cams, labels))
     return split

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
+import torch  # noqa: F401 - networks are torch modules
 
 from pmm.errors import PmmError
 
@@ -21,19 +21,11 @@ HOW_TO_GET = {
 }
 
 
-def _load(path: Path, key: str, stage: str) -> dict:
-    try:
-        from pmm.ckpt_io import read_pmm_checkpoint
-    except ImportError:
-        read_pmm_checkpoint = None
-    if read_pmm_checkpoint is not None:
-        return read_pmm_checkpoint(path, key, stage)
-    if not Path(path).is_file():
-        raise PmmError(f"{key}={path}: file not found; {HOW_TO_GET[stage]}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file is the same user error
-        raise PmmError(f"{key}={path}: not a readable checkpoint ({type(error).__name__}); {HOW_TO_GET[stage]}") from None
+def _load(path: Path, key: str, stage: str, resume: bool = False) -> dict:
+    """Every checkpoint pmm reads goes through :func:`pmm.ckpt_io.read_pmm_checkpoint` (one-line errors)."""
+    from pmm.ckpt_io import read_pmm_checkpoint
+
+    return read_pmm_checkpoint(path, key, stage, resume=resume)
 
 
 def read_checkpoint(path: str | Path, key: str, stage: str = "cam") -> tuple[dict, dict]:
@@ -80,10 +72,9 @@ def load_network(path: str | Path, key: str, stage: str) -> tuple[torch.nn.Modul
 
 def checkpoint_stage(checkpoint: dict) -> str:
     """``cam`` or ``seg``: recorded in the hyper-parameters, or told by what older checkpoints hold."""
-    hparams = checkpoint.get("hyper_parameters", {}) or {}
-    if hparams.get("stage") in ("cam", "seg"):
-        return hparams["stage"]
-    return "seg" if "class_names" in hparams or "head_lr_mult" in hparams else "cam"
+    from pmm.ckpt_io import checkpoint_stage as detect
+
+    return detect(checkpoint) or "cam"
 
 
 def resume_checkpoint(cfg, stage: str) -> str | None:
@@ -95,7 +86,7 @@ def resume_checkpoint(cfg, stage: str) -> str | None:
     """
     if not cfg.get("ckpt_path"):
         return None
-    checkpoint = _load(Path(cfg.ckpt_path), "ckpt_path", stage)
+    checkpoint = _load(Path(cfg.ckpt_path), "ckpt_path", "any", resume=True)
     found = checkpoint_stage(checkpoint)
     if found == stage:
         return str(Path(cfg.ckpt_path).expanduser().resolve())

@@ -56,7 +56,7 @@ def stages_to_run(cfg: DictConfig, run_dir: Path) -> tuple[str, ...]:
         return stages
     from pmm.checkpoints import _load, checkpoint_stage
 
-    found = checkpoint_stage(_load(Path(cfg.ckpt_path), "ckpt_path", "seg"))
+    found = checkpoint_stage(_load(Path(cfg.ckpt_path), "ckpt_path", "any", resume=True))
     if found == "cam":
         return stages
     if not any((run_dir / "pseudo_masks").glob("round_*")):
@@ -89,12 +89,11 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
     """Run the stages ``cfg.stage`` names into ``run_dir``; return the run's metrics."""
     if cfg.stage not in PIPELINES:
         raise PmmError(f"stage={cfg.stage}: unknown stage; choose one of {', '.join(PIPELINES)}")
-    try:
-        from pmm.validation import validate_config
-    except ImportError:
-        validate_config = None
-    if validate_config is not None:
-        validate_config(cfg)
+    from pmm.ckpt_io import check_writable
+    from pmm.validation import validate_config
+
+    validate_config(cfg)
+    check_writable(run_dir, "hydra.run.dir")
     quiet_other_ranks()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     stages = stages_to_run(cfg, run_dir)

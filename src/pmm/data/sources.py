@@ -71,16 +71,9 @@ class VOCDataset:
         """The named split (indexed and checked once)."""
         key = f"{name}|{require_masks}"
         if key not in self._splits:
-            kwargs = dict(image_dir=self.image_dir, mask_dir=self.mask_dir, cache_dir=self.cache_dir)
-            source = self.label_source
-            if source != "masks" or not require_masks:
-                try:
-                    self._splits[key] = load_voc_split(self.root, name, self.class_names, labels=source,
-                                                       require_masks=require_masks, **kwargs)
-                    return self._splits[key]
-                except TypeError:
-                    raise PmmError(f"data.labels={source}: this pmm's VOC reader reads labels from masks only") from None
-            self._splits[key] = load_voc_split(self.root, name, self.class_names, **kwargs)
+            self._splits[key] = load_voc_split(self.root, name, self.class_names, image_dir=self.image_dir,
+                                               mask_dir=self.mask_dir, cache_dir=self.cache_dir,
+                                               labels=self.label_source, require_masks=require_masks)
         return self._splits[key]
 
 
@@ -118,20 +111,6 @@ class COCODataset(VOCDataset):
 
 def read_class_names(root: Path) -> list[str]:
     """The class list a converted tree carries (``class_names.txt``, else ``class_names.json``)."""
-    try:
-        from pmm.data.coco import read_class_names as read
-    except ImportError:
-        read = None
-    if read is not None:
-        return list(read(root))
-    import json
+    from pmm.data.coco import read_class_names as read
 
-    text_file, json_file = root / "class_names.txt", root / "class_names.json"
-    if text_file.is_file():
-        names = [line.strip() for line in text_file.read_text().splitlines() if line.strip()]
-    elif json_file.is_file():
-        names = list(json.loads(json_file.read_text()))
-    else:
-        raise PmmError(f"{text_file}: class list not found; convert the tree with python -m pmm.prepare coco, "
-                       "or set data.class_names=[background,...]")
-    return names
+    return list(read(root))

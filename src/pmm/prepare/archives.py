@@ -38,6 +38,25 @@ def is_archive(path: Path) -> bool:
         return False
 
 
+def _check_compressed_stream(archive: Path) -> None:
+    """Read a gzip/bzip2/xz archive to its end-of-stream marker: tarfile's stream mode stops at the
+    tar end blocks and can miss a truncated compressed file whose cut falls in the padding."""
+    import bz2
+    import gzip
+    import lzma
+
+    with open(archive, "rb") as handle:
+        magic = handle.read(6)
+    opener = {b"\x1f\x8b": gzip.open, b"BZ": bz2.open}.get(magic[:2])
+    if opener is None and magic == b"\xfd7zXZ\x00":
+        opener = lzma.open
+    if opener is None:
+        return
+    with opener(archive, "rb") as stream:
+        while stream.read(1 << 24):
+            pass
+
+
 def extract_archive(archive: str | os.PathLike, out_root: str | os.PathLike, hint: str, progress: bool = True) -> Path:
     """Unpack ``archive`` into ``out_root/.raw/<archive stem>`` and return that folder.
 
@@ -80,6 +99,7 @@ def extract_archive(archive: str | os.PathLike, out_root: str | os.PathLike, hin
                         if name.startswith(("/", "..")) or member.issym() or member.islnk():
                             continue
                         tar.extract(member, partial)
+        _check_compressed_stream(archive)
         if stamp_path.exists():
             stamp_path.unlink()
         if target.exists():

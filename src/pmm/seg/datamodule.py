@@ -10,7 +10,8 @@ import pytorch_lightning as pl
 from pmm.data.datasets import EvalDataset, SegmentationDataset
 from pmm.data.transforms import train_transform
 from pmm.data.voc import VOCSplit
-from pmm.stages.common import loader
+from pmm.data.loaders import loader
+from pmm.data.seeding import derive_seed, global_seed
 
 log = logging.getLogger("pmm")
 
@@ -38,18 +39,27 @@ class PseudoMaskDataModule(pl.LightningDataModule):
         self.crop_size, self.scale_range = crop_size, tuple(scale_range)
         self.batch_size, self.num_workers = batch_size, num_workers
         self._train_set: SegmentationDataset | None = None
+        self._train_loader = None
+        self._loaders_built = 0  # each mask folder's loader gets its own seed, or every round repeats round 0's draws
 
     def set_mask_dir(self, mask_dir: str | Path | None) -> None:
         self.mask_dir = Path(mask_dir) if mask_dir is not None else None
 
     def train_dataloader(self):
+        # Asked for every epoch (reload_dataloaders_every_n_epochs=1): the same loader, with its
+        # persistent workers, until a cyclic round switches the mask folder.
         if self._train_set is None or self._train_set.mask_dir != self.mask_dir:
             self._train_set = SegmentationDataset(
                 self.train_split, train_transform(self.crop_size, self.scale_range), self.mask_dir
             )
+            batch = min(self.batch_size, len(self._train_set))
+            seed = global_seed()
+            self._train_loader = loader(self._train_set, batch, self.num_workers, shuffle=True,
+                                        drop_last=len(self._train_set) > batch,
+                                        seed=None if seed is None else derive_seed(seed, self._loaders_built))
+            self._loaders_built += 1
             log.info("segmenter trains on %s", self.mask_dir or "ground truth")
-        batch = min(self.batch_size, len(self._train_set))
-        return loader(self._train_set, batch, self.num_workers, shuffle=True, drop_last=len(self._train_set) > batch)
+        return self._train_loader
 
     def val_dataloader(self):
         same_size = len(set(self.val_split.image_sizes.values())) == 1

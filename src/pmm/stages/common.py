@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pmm.ckpt_io import AtomicCheckpointIO
 from pmm.context import RunContext
 from pmm.data.loaders import loader  # noqa: F401 - re-exported for the stages
 from pmm.tracking import run_config
@@ -94,6 +95,8 @@ def build_trainer(ctx: RunContext, stage: str, max_epochs: int | None, callbacks
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     kwargs = trainer_kwargs(ctx, **overrides)
     kwargs["logger"] = loggers or False
+    # Checkpoints are written to a temporary name and renamed: a full disk never leaves half a file.
+    kwargs["plugins"] = [*(kwargs.get("plugins") or []), AtomicCheckpointIO()]
     target = ctx.cfg.trainer.get("_target_", "pytorch_lightning.Trainer")
     trainer = hydra.utils.get_class(target)(max_epochs=max_epochs, callbacks=callbacks, **kwargs)
     ctx.record(world_size=trainer.world_size)

@@ -65,13 +65,9 @@ def ensure_cams(ctx: RunContext, split_name: str) -> None:
 
 def already_written(path: Path) -> bool:
     """A finished mask of an earlier run (``pseudo.resume``): present and decodable."""
-    if not path.is_file():
-        return False
-    try:
-        from pmm.io import mask_decodes
-    except ImportError:
-        return path.stat().st_size > 0
-    return mask_decodes(path)
+    from pmm.io import mask_decodes
+
+    return path.is_file() and mask_decodes(path)
 
 
 def write_round_zero(ctx: RunContext, split_name: str, ids: list[str], settings: dict) -> None:
