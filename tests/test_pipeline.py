@@ -76,7 +76,7 @@ def test_cam_stage_end_to_end(cam_run, data_dir):
     assert metrics["num_classes"] == 7 and metrics["world_size"] == 1
     assert (metrics["train_split"], metrics["val_split"]) == ("train", "val")
     curve = metrics["cam_miou_curve"]
-    assert len(curve) == 19 and metrics["cam_miou"] == pytest.approx(max(curve.values()), abs=1e-6)
+    assert len(curve) == 51 and metrics["cam_miou"] == pytest.approx(max(curve.values()), abs=1e-6)
     assert curve[f"{metrics['cam_bg_threshold']:.2f}"] == pytest.approx(metrics["cam_miou"], abs=1e-6)
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
     # One CAM file per training image, holding exactly that image's labelled classes in [0, 1].

@@ -84,7 +84,7 @@ class SegModule(pl.LightningModule):
         if self._initial_state is None:
             return
         self.net.load_state_dict(self._initial_state)
-        for optimizer in self.trainer.optimizers:
+        for optimizer in (self._trainer.optimizers if self._trainer is not None else []):
             optimizer.state.clear()
 
     def capture_initial_state(self) -> None:
