@@ -328,3 +328,24 @@ def seg_train_transform(crop: int = 512, short_side: int | None = 512, max_long:
     steps.append(A.PadIfNeeded(crop, crop, position="top_left", border_mode=cv2.BORDER_CONSTANT,
                                fill=image_fill, fill_mask=ignore_index))
     return _compose(steps + to_tensor(), seed)
+
+
+def _listify(node) -> dict:
+    from omegaconf import DictConfig, OmegaConf
+
+    values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def cam_pipeline(data_cfg, crop_size: int) -> A.Compose:
+    """The CAM stage's training pipeline: ``data.cam_aug`` (SEAM's, the paper presets) or the default one."""
+    if data_cfg.get("cam_aug"):
+        return cam_train_transform(**_listify(data_cfg.cam_aug))
+    return train_transform(crop_size, tuple(data_cfg.scale_range))
+
+
+def seg_pipeline(data_cfg, crop_size: int) -> A.Compose:
+    """The segmenter's training pipeline: ``data.seg_aug`` (mmseg's, the paper presets) or the default one."""
+    if data_cfg.get("seg_aug"):
+        return seg_train_transform(**_listify(data_cfg.seg_aug))
+    return train_transform(crop_size, tuple(data_cfg.scale_range))

@@ -32,12 +32,15 @@ class PseudoMaskDataModule(pl.LightningDataModule):
         scale_range: tuple[float, float] = (0.7, 1.3),
         batch_size: int = 16,
         num_workers: int = 2,
+        transform=None,
     ) -> None:
         super().__init__()
         self.train_split, self.val_split = train_split, val_split
         self.mask_dir = Path(mask_dir) if mask_dir is not None else None
         self.crop_size, self.scale_range = crop_size, tuple(scale_range)
         self.batch_size, self.num_workers = batch_size, num_workers
+        # The training pipeline (pmm.data.transforms.seg_pipeline); None: the default random scale + crop.
+        self.transform = transform
         self._train_set: SegmentationDataset | None = None
         self._train_loader = None
         self._loaders_built = 0  # each mask folder's loader gets its own seed, or every round repeats round 0's draws
@@ -50,7 +53,7 @@ class PseudoMaskDataModule(pl.LightningDataModule):
         # persistent workers, until a cyclic round switches the mask folder.
         if self._train_set is None or self._train_set.mask_dir != self.mask_dir:
             self._train_set = SegmentationDataset(
-                self.train_split, train_transform(self.crop_size, self.scale_range), self.mask_dir
+                self.train_split, self.transform or train_transform(self.crop_size, self.scale_range), self.mask_dir
             )
             batch = min(self.batch_size, len(self._train_set))
             seed = global_seed()

@@ -15,7 +15,7 @@ from pmm.cam.module import CAMModule
 from pmm.checkpoints import load_network, resume_checkpoint
 from pmm.context import RunContext
 from pmm.data.datasets import ClassificationDataset, InferenceDataset, list_collate
-from pmm.data.transforms import eval_transform, train_transform
+from pmm.data.transforms import cam_pipeline, eval_transform
 from pmm.distributed import run_sharded
 from pmm.errors import PmmError
 from pmm.io import load_cams, save_cams, write_json
@@ -82,7 +82,7 @@ def load_cam_module(ctx: RunContext, path: str | Path) -> CAMModule:
 def train_cam(ctx: RunContext) -> CAMModule:
     cfg = ctx.cfg
     crop = ctx.crop_size()
-    train_set = ClassificationDataset(ctx.train_split, train_transform(crop, tuple(cfg.data.scale_range)))
+    train_set = ClassificationDataset(ctx.train_split, cam_pipeline(cfg.data, crop))
     val_set = ClassificationDataset(ctx.val_split, eval_transform())
     batch = min(cfg.cam.batch_size, len(train_set))
     # Validation images may differ in size (real VOC): batch them one by one then.

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from pmm.checkpoints import read_checkpoint, resume_checkpoint
 from pmm.context import RunContext
 from pmm.crf import CRFParams
+from pmm.data.transforms import seg_pipeline
 from pmm.errors import PmmError
 from pmm.evaluation import score_mask_folder
 from pmm.nets.build import build_from_spec, network_spec
@@ -141,7 +142,7 @@ def run(ctx: RunContext) -> dict:
     mask_dir = resolve_mask_source(ctx)
     datamodule = PseudoMaskDataModule(
         ctx.train_split, ctx.val_split, mask_dir, ctx.crop_size(), tuple(cfg.data.scale_range),
-        cfg.seg.batch_size, cfg.data.num_workers,
+        cfg.seg.batch_size, cfg.data.num_workers, transform=seg_pipeline(cfg.data, ctx.crop_size()),
     )
     # The world size is known before any process group exists; the schedule depends on it.
     round_epochs, epochs = seg_schedule(ctx, len(ctx.train_split.ids), planned_world_size(ctx))
