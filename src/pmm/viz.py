@@ -216,3 +216,32 @@ def save_rounds(
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     _save(fig, path)
+
+
+def save_raw_refined_panel(
+    path: str | os.PathLike,
+    images: Sequence[np.ndarray],
+    raw: Sequence[np.ndarray],
+    refined: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray] | None = None,
+    title: str | None = "raw vs refined CAMs",
+) -> list[np.ndarray]:
+    """Save a panel of one row per image: image | raw CAM | refined CAM | ground truth.
+
+    ``raw`` and ``refined`` are HxW maps in [0, 1] (e.g. SEAM's head CAM and its PCM-refined CAM,
+    the max over the image's labelled classes), drawn over the image; ``masks`` (HxW label maps)
+    adds the ground-truth column. Returns the raw | refined overlays side by side, one picture per
+    row (for a tracker's image panel).
+    """
+    if not (len(images) == len(raw) == len(refined)) or (masks is not None and len(masks) != len(images)):
+        raise ValueError("save_raw_refined_panel: images, raw, refined (and masks) must have one entry per row")
+    rows, pictures = [], []
+    for index, image in enumerate(images):
+        raw_overlay, refined_overlay = overlay_cam(image, raw[index]), overlay_cam(image, refined[index])
+        row = [("image", image), ("raw CAM", raw_overlay), ("refined CAM", refined_overlay)]
+        if masks is not None:
+            row.append(("ground truth", colorize_mask(masks[index])))
+        rows.append(row)
+        pictures.append(np.concatenate([raw_overlay, refined_overlay], axis=1))
+    save_panel(path, rows, title=title)
+    return pictures

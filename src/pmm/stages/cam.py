@@ -103,13 +103,14 @@ def train_cam(ctx: RunContext) -> CAMModule:
     return module
 
 
-def infer_cams(ctx: RunContext, module: CAMModule, split_name: str) -> Path:
+def infer_cams(ctx: RunContext, module: CAMModule, split_name: str, output: Path | None = None) -> Path:
     """Write normalised CAMs (``cam.inference``) of every image of the split; each rank takes its shard.
 
     Runs through ``trainer.predict`` with a prediction writer: Lightning shards the ids by rank.
+    ``output``: the folder (default ``cams/<split>``; the multi-crop round puts its first-round CAMs elsewhere).
     """
     split = ctx.split(split_name)
-    output = cams_dir(ctx, split_name)
+    output = Path(output) if output is not None else cams_dir(ctx, split_name)
     trainer = build_trainer(ctx, "predict", 1, callbacks=[CAMWriter(output)], with_logger=False)
     dataset = InferenceDataset(split)
     trainer.predict(module, loader(dataset, ctx.cfg.cam.infer_batch_size, ctx.cfg.data.num_workers,
@@ -162,19 +163,90 @@ def save_cam_figures(ctx: RunContext, split_name: str, scores: dict) -> None:
     log_heatmaps(ctx.cfg, "cams", [row[1][1] for row in rows], captions=list(split.ids[: len(rows)]))
 
 
-def run(ctx: RunContext) -> dict:
-    module = train_cam(ctx)
+def save_raw_refined_figure(ctx: RunContext, module: CAMModule, split_name: str) -> Path | None:
+    """``figures/cam_raw_vs_refined.png`` for networks with a refined CAM (SEAM's PCM): image |
+    raw CAM | refined CAM | ground truth of the split's first ``cam.figures`` images (one forward
+    pass at the image's own size, the max over its labelled classes, each map max-normalised).
+    None (nothing written) when the network's output has no ``refined`` map."""
+    import torch
+    import torch.nn.functional as F
+
+    from pmm import viz
+
+    split = ctx.split(split_name)
+    ids = split.ids[: ctx.cfg.cam.figures]
+    if not ids:
+        return None
+    net = module.net
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    images, raws, refineds, masks = [], [], [], []
+    try:
+        with torch.no_grad():
+            for image_id in ids:
+                image = split.load_image(image_id)
+                x = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255.0
+                out = net(x)
+                if "refined" not in out or "raw" not in out:
+                    return None
+                labels = list(split.labels(image_id))  # 1-based: the channels of raw / refined
+                maps = []
+                for key in ("raw", "refined"):
+                    if not labels:
+                        maps.append(np.zeros(image.shape[:2], np.float32))
+                        continue
+                    cam = F.relu(out[key][0, labels].float())
+                    cam = F.interpolate(cam[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0]
+                    cam = cam / (cam.flatten(1).amax(dim=1)[:, None, None] + 1e-5)
+                    maps.append(cam.amax(dim=0).cpu().numpy())
+                images.append(image)
+                raws.append(maps[0])
+                refineds.append(maps[1])
+                masks.append(split.load_mask(image_id))
+    finally:
+        net.train(was_training)
+    path = ctx.figures_dir / "cam_raw_vs_refined.png"
+    pictures = viz.save_raw_refined_panel(path, images, raws, refineds, masks,
+                                          title=f"raw vs refined CAMs ({split_name}, max over labelled classes)")
+    from pmm.tracking import log_heatmaps
+
+    log_heatmaps(ctx.cfg, "cams_raw_vs_refined", pictures, captions=list(ids[: len(pictures)]))
+    return path
+
+
+def finish(ctx: RunContext, module: CAMModule, **extra) -> dict:
+    """Infer the CAMs of ``cam.split`` with a trained module, score them, draw the figures and
+    record the metrics (plus ``extra``): the common tail of every CAM round."""
     split_name = ctx.cfg.cam.split
     infer_cams(ctx, module, split_name)
 
     def score() -> dict:
         scores = score_cams(ctx, split_name)
         save_cam_figures(ctx, split_name, scores)
-        ctx.record(**{k: v for k, v in scores.items() if k != "cam_per_class_iou"})
-        write_json(ctx.run_dir / "cam_report.json", scores)
+        try:
+            save_raw_refined_figure(ctx, module, split_name)
+        except Exception as error:  # a figure never fails a finished round
+            log.warning("figures/cam_raw_vs_refined.png not drawn: %s", error)
+        ctx.record(**{k: v for k, v in scores.items() if k != "cam_per_class_iou"}, **extra)
+        write_json(ctx.run_dir / "cam_report.json", {**scores, **extra})
         log.info("CAM mIoU on %s: %.4f at background threshold %.2f", split_name, scores["cam_miou"],
                  scores["cam_bg_threshold"])
         return scores
 
     # The CAM files are written by trainer.predict's own sharding: nothing left to write here.
     return run_sharded([], lambda ids: None, score) or {}
+
+
+ROUNDS = ("standard", "multi_crop")
+
+
+def run(ctx: RunContext) -> dict:
+    cam_round = ctx.cfg.cam.get("round", "standard") or "standard"
+    if cam_round not in ROUNDS:
+        raise PmmError(f"cam.round={cam_round}: expected one of {', '.join(ROUNDS)}")
+    if cam_round == "multi_crop":
+        from pmm.stages.cam_multicrop import run_multi_crop
+
+        return run_multi_crop(ctx)
+    return finish(ctx, train_cam(ctx), cam_round="standard")

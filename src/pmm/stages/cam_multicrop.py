@@ -1,0 +1,182 @@
+"""``stage=cam cam.round=multi_crop cam_ckpt=PATH``: PMM / SEAM's second CAM round, on crops.
+
+1. The first round's network (``cam_ckpt``) infers the CAMs of the training split into
+   ``multi_crop/first_round_cams/`` (``cam.inference`` as configured).
+2. Rough masks: CRF-only pseudo-masks with ``alpha = cam.multi_crop.rough_alpha`` (24, no CoV;
+   ``pmm.pseudo.make_pseudo_mask('crf', ...)`` with ``crf.pseudo``) into ``multi_crop/rough_masks/``,
+   scored against the ground truth (``cam_rough_miou``) when the split has masks.
+3. Training continues from ``cam_ckpt``'s weights on random crops of the training images
+   (:class:`pmm.cam.multicrop_data.CropClassificationDataset`), each labelled with the rough-mask
+   classes covering ``min_share`` of it, resized to ``cam.multi_crop.crop``, for
+   ``cam.multi_crop.epochs`` epochs at ``cam.multi_crop.lr`` (``cam.optimizer``, poly decay).
+4. The CAMs of ``cam.split`` are inferred and scored as in the standard round: the same outputs
+   (``checkpoints/cam/``, ``cams/<split>/``, ``cam_miou``, figures) plus ``cam_round: multi_crop``.
+
+The network is the checkpoint's (its saved spec), not ``model``: the round continues training it.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from functools import partial
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from pmm.cam.module import CAMModule
+from pmm.checkpoints import load_network, resume_checkpoint
+from pmm.context import RunContext
+from pmm.crf import CRFParams
+from pmm.data.datasets import ClassificationDataset
+from pmm.data.transforms import eval_transform
+from pmm.data.seeding import seeded_loader
+from pmm.distributed import barrier, run_sharded
+from pmm.errors import PmmError
+from pmm.io import load_cams, load_image, save_mask
+from pmm.stages.cam import cam_checkpoint_dir, cam_tta, finish, infer_cams
+from pmm.stages.common import build_trainer, loader
+
+log = logging.getLogger("pmm")
+
+# Defaults of the ``cam.multi_crop`` node (read with .get: the round runs on configs without it).
+DEFAULTS = {
+    "epochs": 20,
+    "lr": None,            # null: cam.lr
+    "crop": None,          # null: the dataset's crop size (ctx.crop_size(); 448 in the paper)
+    "area": (0.04, 1.0),
+    "aspect": (0.6, 1.667),
+    "min_share": 0.1,
+    "min_object_share": 0.1,  # the authors' second rule ("mask inside box"); null: off
+    "rough_alpha": 24.0,
+    "heat": True,          # centre crops on the first round's CAM heat (false: uniform, the authors)
+    "jitter": (0.3, 0.3, 0.3, 0.1),
+}
+
+
+def settings(ctx: RunContext) -> dict:
+    """``cam.multi_crop`` over :data:`DEFAULTS` (unknown keys are an error naming them)."""
+    node = ctx.cfg.cam.get("multi_crop") or {}
+    values = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    unknown = sorted(set(values) - set(DEFAULTS))
+    if unknown:
+        raise PmmError(f"cam.multi_crop.{unknown[0]}: unknown key; known: {', '.join(DEFAULTS)}")
+    merged = {**DEFAULTS, **{k: v for k, v in values.items()}}
+    if merged["lr"] is None:
+        merged["lr"] = float(ctx.cfg.cam.lr)
+    if merged["crop"] is None:
+        merged["crop"] = ctx.crop_size()
+    if int(merged["epochs"]) < 1 or int(merged["crop"]) < 8:
+        raise PmmError(f"cam.multi_crop: epochs >= 1 and crop >= 8 expected, got {merged['epochs']} and {merged['crop']}")
+    for key in ("area", "aspect"):
+        low, high = (float(v) for v in merged[key])
+        if not 0 < low <= high or (key == "area" and high > 1):
+            raise PmmError(f"cam.multi_crop.{key}={list(merged[key])}: expected 0 < low <= high" + (" <= 1" if key == "area" else ""))
+    return merged
+
+
+def work_dir(ctx: RunContext) -> Path:
+    return ctx.run_dir / "multi_crop"
+
+
+def _rough_one(task: tuple[str, str, str, str], alpha: float, crf: CRFParams) -> str:
+    """Pool task: one image's CRF-only rough mask from its first-round CAMs, written atomically."""
+    from pmm.pseudo import make_pseudo_mask
+
+    image_id, image_path, cams_path, output_path = task
+    cams, labels = load_cams(cams_path)
+    save_mask(output_path, make_pseudo_mask("crf", load_image(image_path), cams, labels, alpha=alpha, cov=False, crf=crf))
+    return image_id
+
+
+def make_rough_masks(ctx: RunContext, split, cams_folder: Path, output: Path, alpha: float) -> dict:
+    """CRF-only masks (``alpha``, no CoV) of every image of ``split`` (each rank its shard, a
+    ``pseudo.workers`` process pool); scored on rank 0 when the split has ground truth."""
+    crf = CRFParams.from_config(ctx.cfg.crf.pseudo, key="crf.pseudo")
+    output.mkdir(parents=True, exist_ok=True)
+
+    def write(ids: list[str]) -> None:
+        tasks = [(i, str(split.image_path(i)), str(cams_folder / f"{i}.npz"), str(output / f"{i}.png")) for i in ids]
+        job = partial(_rough_one, alpha=alpha, crf=crf)
+        workers = max(1, int(ctx.cfg.pseudo.get("workers", 1)))
+        if workers == 1 or len(tasks) < 2:
+            for task in tasks:
+                job(task)
+        else:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                for _ in pool.imap_unordered(job, tasks, chunksize=4):
+                    pass
+
+    def score() -> dict:
+        if not split.has_all_masks:
+            return {}
+        from pmm.evaluation import score_mask_folder
+
+        report = score_mask_folder(split, output, desc="scoring rough masks")
+        return {"cam_rough_miou": float(report["miou"])} if "miou" in report else {}
+
+    return run_sharded(list(split.ids), write, score) or {}
+
+
+def run_multi_crop(ctx: RunContext) -> dict:
+    cfg = ctx.cfg
+    if not cfg.get("cam_ckpt"):
+        raise PmmError("cam.round=multi_crop: set cam_ckpt=<the first round's checkpoints/cam/last.ckpt>; the round "
+                       "continues training that network on crops labelled from its rough masks")
+    options = settings(ctx)
+    checkpoint = Path(cfg.cam_ckpt).expanduser()
+    if checkpoint.resolve().parent == cam_checkpoint_dir(ctx).resolve():
+        log.warning("cam_ckpt=%s lies in this run's checkpoints/cam/: the multi-crop round writes its own checkpoints "
+                    "there; use another hydra.run.dir to keep the first round's", checkpoint)
+    net, spec, _ = load_network(checkpoint, "cam_ckpt", "cam")
+    if net.num_classes != ctx.num_classes - 1:
+        raise PmmError(f"cam_ckpt={checkpoint}: trained for {net.num_classes} foreground classes but data.class_names "
+                       f"has {ctx.num_classes - 1}; use the checkpoint of the same dataset")
+    module = CAMModule(net, optimizer=instantiate(cfg.cam.optimizer), lr=float(options["lr"]),
+                       poly_power=cfg.cam.poly_power, tta=cam_tta(ctx), net_config=spec,
+                       infer_batch_size=cfg.cam.infer_batch_size)
+    train_split = ctx.train_split
+    first_cams = work_dir(ctx) / "first_round_cams"
+    rough = work_dir(ctx) / "rough_masks"
+    extra: dict = {"cam_round": "multi_crop", "cam_first_round_ckpt": str(checkpoint.resolve())}
+
+    resume = resume_checkpoint(cfg, "cam")
+    complete = rough.is_dir() and all((rough / f"{i}.png").is_file() for i in train_split.ids)
+    if resume and complete:
+        log.info("multi-crop round: resuming from %s with the rough masks of %s", resume, rough)
+    else:
+        log.info("multi-crop round: first-round CAMs of '%s' with %s", train_split.split, checkpoint)
+        module.eval()
+        infer_cams(ctx, module, train_split.split, output=first_cams)
+        log.info("multi-crop round: CRF-only rough masks (alpha %s) into %s", options["rough_alpha"], rough)
+        extra.update(make_rough_masks(ctx, train_split, first_cams, rough, float(options["rough_alpha"])))
+        barrier()
+        module.train()
+
+    from pmm.cam.multicrop_data import CropClassificationDataset, EpochSampler
+
+    jitter = options["jitter"]
+    train_set = CropClassificationDataset(
+        train_split, rough, crop=int(options["crop"]), seed=int(cfg.seed), area=tuple(options["area"]),
+        aspect=tuple(options["aspect"]), min_share=float(options["min_share"]),
+        min_object_share=None if options["min_object_share"] is None else float(options["min_object_share"]),
+        heat_dir=first_cams if options["heat"] and first_cams.is_dir() else None,
+        jitter=tuple(jitter) if jitter else None,
+    )
+    val_set = ClassificationDataset(ctx.val_split, eval_transform())
+    batch = min(cfg.cam.batch_size, len(train_set))
+    same_size = len(set(ctx.val_split.image_sizes.values())) == 1
+    epochs = int(options["epochs"])
+    trainer = build_trainer(ctx, "cam", epochs)
+    log.info("multi-crop round: %s from %s on %d train / %d val images, %d x %d crops, %d epochs, lr %g",
+             spec.get("_target_", "?").rsplit(".", 1)[-1], checkpoint.name, len(train_set), len(ctx.val_split),
+             options["crop"], options["crop"], epochs, options["lr"])
+    # The sampler hands the epoch to the items (workers included): crops depend on (seed, epoch, index) only.
+    train_loader = seeded_loader(train_set, batch, cfg.data.num_workers, drop_last=len(train_set) > batch,
+                                 sampler=EpochSampler(len(train_set), int(cfg.seed)))
+    trainer.fit(module, train_dataloaders=train_loader,
+                val_dataloaders=loader(val_set, cfg.cam.infer_batch_size if same_size else 1, cfg.data.num_workers),
+                ckpt_path=resume)
+    extra["cam_multi_crop"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()}
+    return finish(ctx, module, **extra)

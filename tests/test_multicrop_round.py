@@ -1,0 +1,157 @@
+"""The multi-crop CAM round (``stage=cam cam.round=multi_crop``): the crop dataset's labels on a
+hand-made rough mask, its determinism, the raw vs refined panel, and a tiny end-to-end round."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pmm.cam.multicrop_data import CropClassificationDataset, EpochSampler, split_key
+from pmm.io import save_mask
+
+
+class StubSplit:
+    """The part of a VOCSplit the crop dataset reads: ids, classes, images, image labels."""
+
+    def __init__(self, images: dict[str, np.ndarray], labels: dict[str, tuple[int, ...]], num_classes: int) -> None:
+        self.ids = list(images)
+        self.images, self.image_labels, self.num_classes = images, labels, num_classes
+        self.split = "train"
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load_image(self, image_id: str) -> np.ndarray:
+        return self.images[image_id]
+
+    def labels(self, image_id: str) -> tuple[int, ...]:
+        return self.image_labels[image_id]
+
+    def label_vector(self, image_id: str) -> np.ndarray:
+        vector = np.zeros(self.num_classes - 1, np.float32)
+        vector[[k - 1 for k in self.image_labels[image_id]]] = 1
+        return vector
+
+
+@pytest.fixture()
+def rough(tmp_path) -> tuple[StubSplit, Path]:
+    """One 100 x 100 image; rough mask: class 1 fills the top-left quarter, class 2 a 10 x 10
+    square at rows / columns 80..89, class 3 (labelled on the image, absent from the mask) nowhere."""
+    mask = np.zeros((100, 100), np.uint8)
+    mask[:50, :50] = 1
+    mask[80:90, 80:90] = 2
+    save_mask(tmp_path / "a.png", mask)
+    image = np.random.default_rng(0).integers(0, 256, (100, 100, 3), dtype=np.uint8)
+    return StubSplit({"a": image}, {"a": (1, 2, 3)}, num_classes=4), tmp_path
+
+
+def test_whole_image_crop_labels_follow_both_rules(rough):
+    split, folder = rough
+    whole = dict(area=(1.0, 1.0), aspect=(1.0, 1.0), jitter=None)
+    # Class 1 covers 25 % of the crop; class 2 only 1 %, but the crop holds all of it ("mask in box").
+    data = CropClassificationDataset(split, folder, crop=32, seed=0, **whole)
+    item = data[0]
+    assert item["box"].tolist() == [0, 0, 100, 100]
+    assert item["label"].tolist() == [1.0, 1.0, 0.0]
+    assert item["image"].shape == (3, 32, 32) and 0 <= float(item["image"].min()) and float(item["image"].max()) <= 1
+    # The share rule alone: class 2 (1 % of the crop) is dropped, class 1 (25 %) kept.
+    share_only = CropClassificationDataset(split, folder, crop=32, seed=0, min_object_share=None, **whole)
+    assert share_only[0]["label"].tolist() == [1.0, 0.0, 0.0]
+    strict = CropClassificationDataset(split, folder, crop=32, seed=0, min_share=0.3, min_object_share=None, **whole)
+    assert strict.sample(0)[1].tolist() == [0.0, 0.0, 0.0]  # no class reaches 30 %: 100 draws, then unlabelled
+
+
+def test_heat_centres_the_crop_on_the_small_object(rough, tmp_path):
+    split, folder = rough
+    heat = np.zeros((1, 100, 100), np.float32)
+    heat[0, 85, 85] = 1.0
+    cams_dir = tmp_path / "cams"
+    cams_dir.mkdir()
+    np.savez(cams_dir / "a.npz", cams=heat, labels=np.array([2]))
+    data = CropClassificationDataset(split, folder, crop=16, seed=3, area=(0.04, 0.04), aspect=(1.0, 1.0),
+                                     heat_dir=cams_dir, jitter=None)
+    for epoch in range(3):
+        box, labels, _ = data.sample(0, epoch)
+        assert box == (75, 75, 20, 20)  # 20 x 20 centred on (85, 85): class 2 covers 25 % of it
+        assert labels.tolist() == [0.0, 1.0, 0.0]
+
+
+def test_items_depend_on_seed_epoch_and_index_only(rough):
+    split, folder = rough
+    data = CropClassificationDataset(split, folder, crop=24, seed=5)
+    first, again = data[0], data[0]
+    assert first["box"].tolist() == again["box"].tolist()
+    assert np.array_equal(first["image"].numpy(), again["image"].numpy())
+    boxes = {tuple(data[epoch * len(data)]["box"].tolist()) for epoch in range(6)}
+    assert len(boxes) > 1  # a new crop every epoch
+    other = CropClassificationDataset(split, folder, crop=24, seed=6)
+    assert any(other[e]["box"].tolist() != data[e]["box"].tolist() for e in range(4))
+
+
+def test_epoch_sampler_keys():
+    sampler = EpochSampler(5, seed=1)
+    first = list(sampler)
+    assert sorted(split_key(k, 5)[1] for k in first) == list(range(5))
+    assert {split_key(k, 5)[0] for k in first} == {0}
+    assert {split_key(k, 5)[0] for k in sampler} == {1}  # no set_epoch: each pass is the next epoch
+    sampler.set_epoch(0)
+    assert list(sampler) == first  # Lightning's set_epoch replays an epoch (resume)
+    sampler.set_epoch(7)
+    assert {split_key(k, 5)[0] for k in sampler} == {7}
+
+
+def test_raw_refined_panel(tmp_path):
+    from pmm import viz
+
+    image = np.zeros((20, 30, 3), np.uint8)
+    ramp = np.tile(np.linspace(0, 1, 30, dtype=np.float32), (20, 1))
+    pictures = viz.save_raw_refined_panel(tmp_path / "p.png", [image] * 2, [ramp] * 2, [1 - ramp] * 2,
+                                          [np.zeros((20, 30), np.uint8)] * 2)
+    assert len(pictures) == 2 and pictures[0].shape == (20, 60, 3)
+    with Image.open(tmp_path / "p.png") as png:
+        assert png.size[0] > 100
+    with pytest.raises(ValueError):
+        viz.save_raw_refined_panel(tmp_path / "q.png", [image], [ramp, ramp], [ramp])
+
+
+@pytest.mark.slow
+def test_multi_crop_round_end_to_end(tmp_path):
+    """A tiny SEAM first round (debug config), then the multi-crop round from its checkpoint."""
+    from test_pipeline import run_stage
+
+    from pmm.errors import PmmError
+
+    data_dir = tmp_path / "data"
+    tiny = ["model=seam", "cam.scales=[1.0]", "cam.flip=false", "cam.figures=2"]
+    first_dir = tmp_path / "first"
+    first = run_stage(first_dir, data_dir, ["stage=cam", *tiny])
+    assert first["cam_round"] == "standard"
+    assert (first_dir / "figures" / "cam_raw_vs_refined.png").is_file()
+    ckpt = first_dir / "checkpoints" / "cam" / "last.ckpt"
+
+    with pytest.raises(PmmError, match="cam_ckpt"):
+        run_stage(tmp_path / "no_ckpt", data_dir, ["stage=cam", "cam.round=multi_crop", *tiny])
+
+    run_dir = tmp_path / "second"
+    overrides = ["stage=cam", "cam.round=multi_crop", f"cam_ckpt={ckpt}", "cam.multi_crop.epochs=1",
+                 "cam.multi_crop.crop=64", *tiny]
+    metrics = run_stage(run_dir, data_dir, overrides)
+    assert metrics["cam_round"] == "multi_crop"
+    assert 0.0 <= metrics["cam_miou"] <= 1.0 and 0.0 <= metrics["cam_rough_miou"] <= 1.0
+    assert metrics["cam_multi_crop"]["crop"] == 64 and metrics["cam_multi_crop"]["rough_alpha"] == 24
+    ids = (Path(metrics["data_root"]) / "ImageSets/Segmentation/train.txt").read_text().split()
+    for folder, suffix in (("cams/train", ".npz"), ("multi_crop/first_round_cams", ".npz"), ("multi_crop/rough_masks", ".png")):
+        assert sorted(p.stem for p in (run_dir / folder).glob(f"*{suffix}")) == sorted(ids), folder
+    assert (run_dir / "checkpoints" / "cam" / "last.ckpt").is_file()
+    for figure in ("cam_panel.png", "cam_miou_curve.png", "cam_raw_vs_refined.png"):
+        assert (run_dir / "figures" / figure).is_file(), figure
+    assert json.loads((run_dir / "cam_report.json").read_text())["cam_round"] == "multi_crop"
+    # The round's checkpoint is a CAM checkpoint the pseudo stage can load.
+    from pmm.checkpoints import load_network
+
+    net, spec, _ = load_network(run_dir / "checkpoints" / "cam" / "last.ckpt", "cam_ckpt", "cam")
+    assert spec["_target_"].endswith("SEAMNet")
