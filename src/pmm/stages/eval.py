@@ -1,4 +1,9 @@
-"""``stage=eval seg_ckpt=PATH`` (and the end of ``stage=seg``): predict val, write PNGs, score them."""
+"""``stage=eval seg_ckpt=PATH`` (and the end of ``stage=seg``): predict val, write PNGs, score them.
+
+A split without ground-truth masks (the VOC test set: ``data.val_split=test``) is predicted and
+not scored (``val_scored: false`` in metrics.json); ``eval.export=voc_test`` also packs the
+predictions for the VOC test server (:mod:`pmm.export`).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from pmm.checkpoints import load_network
 from pmm.context import RunContext
 from pmm.crf import CRFParams
 from pmm.data.datasets import InferenceDataset, list_collate
+from pmm.data.voc import VOCSplit
 from pmm.distributed import run_sharded
 from pmm.errors import PmmError
 from pmm.evaluation import score_mask_folder
@@ -102,13 +108,13 @@ def print_table(report: dict) -> None:
     Console(stderr=True).print(table)
 
 
-def save_eval_figures(ctx: RunContext, folder: Path, report: dict) -> None:
+def save_eval_figures(ctx: RunContext, folder: Path, report: dict, split: VOCSplit | None = None) -> None:
     from pmm import viz
 
     names = list(ctx.class_names)
     viz.save_iou_bars(ctx.figures_dir / "val_iou.png", names, [report["per_class_iou"][n] for n in names],
                       title=f"val IoU per class (mIoU {report['miou']:.3f})")
-    split = ctx.val_split
+    split = split if split is not None else ctx.val_split
     rows = []
     for image_id in split.ids[: ctx.cfg.eval.figures]:
         image = split.load_image(image_id)
@@ -126,28 +132,114 @@ def save_eval_figures(ctx: RunContext, folder: Path, report: dict) -> None:
     viz.save_rounds(ctx.figures_dir / "miou_by_stage.png", labels, values, title="mIoU through the pipeline")
 
 
+def _limited(dataset, ids: tuple[str, ...]) -> tuple[str, ...]:
+    """The ids the dataset keeps (``limit_images``: the first N of every split)."""
+    limit = getattr(dataset, "limit_images", None)
+    return ids[: int(limit)] if limit else ids
+
+
+def ids_without_masks(dataset, name: str) -> list[str]:
+    """The ids of split ``name`` whose ground-truth mask file is absent (a cheap look before indexing)."""
+    from pmm.data.voc import _read_ids
+
+    list_dir = "ImageSets/Segmentation"
+    ids = _limited(dataset, _read_ids(dataset.root / list_dir / f"{name}.txt", dataset.root, name, list_dir))
+    mask_dir = dataset.root / dataset.mask_dir
+    return [image_id for image_id in ids if not (mask_dir / f"{image_id}.png").is_file()]
+
+
+def _split_without_masks(dataset, name: str) -> VOCSplit:
+    """Split ``name`` with masks optional whatever ``data.labels`` says (inference needs no image labels).
+
+    With XML labels this is ``dataset.split(name, require_masks=False)``. With mask labels an id
+    without a mask has no labels; every listed image is still decoded and checked, and masks that
+    exist are checked as usual.
+    """
+    if dataset.label_source == "xml":
+        return dataset.split(name, require_masks=False)
+    from pmm.data.voc import _check_item, _Layout, _problems_message, _read_ids
+
+    list_dir = "ImageSets/Segmentation"
+    list_path = dataset.root / list_dir / f"{name}.txt"
+    ids = _limited(dataset, _read_ids(list_path, dataset.root, name, list_dir))
+    layout = _Layout(dataset.root, dataset.image_dir, dataset.mask_dir, "Annotations", tuple(dataset.class_names),
+                     "masks", False, list_path)
+    entries, problems = {}, []
+    for image_id in ids:
+        entry, found = _check_item(layout, image_id)
+        problems.extend(found)
+        if entry is not None:
+            entries[image_id] = entry
+    if problems:
+        raise PmmError(_problems_message(problems, layout, name, len(ids), None))
+    return VOCSplit(dataset.root, name, ids, tuple(dataset.class_names), dataset.image_dir, dataset.mask_dir,
+                    image_labels={i: tuple(entries[i][1]) for i in ids},
+                    image_sizes={i: tuple(entries[i][2]) for i in ids},
+                    missing_masks=frozenset(i for i in ids if not entries[i][3]), label_source="masks")
+
+
+def eval_split(ctx: RunContext) -> VOCSplit:
+    """``data.val_split`` for evaluation: with masks required when they are all there, optional otherwise.
+
+    A split whose ids lack ground-truth masks (the VOC test set) is predicted but not scored.
+    """
+    name = ctx.cfg.data.val_split
+    dataset = ctx.dataset
+    splits = getattr(dataset, "_splits", None)  # the dataset's own cache of indexed splits: checked once per run
+    key = f"{name}|False"
+    if isinstance(splits, dict) and key in splits:
+        return splits[key]
+    missing = ids_without_masks(dataset, name)
+    if not missing:
+        return ctx.val_split
+    log.info("split '%s': %d image(s) have no ground-truth mask in %s (e.g. %s): predictions are written, not scored",
+             name, len(missing), dataset.root / dataset.mask_dir, missing[0])
+    split = _split_without_masks(dataset, name)
+    if isinstance(splits, dict):
+        splits[key] = split
+    return split
+
+
 def evaluate_module(ctx: RunContext, module: SegModule) -> dict:
-    """Predict every val image (``eval`` TTA, ``crf.seg``), then score the PNGs on rank 0."""
+    """Predict every val image (``eval`` TTA, ``crf.seg``), then score the PNGs on rank 0.
+
+    A split without all its ground-truth masks is not scored (``val_scored: false``);
+    ``eval.export`` packs the predictions for an evaluation server.
+    """
+    from pmm.export import check_export, run_export
+
     cfg = ctx.cfg.eval
-    split = ctx.val_split
+    export = check_export(cfg.get("export"), module.net.num_classes)
+    split = eval_split(ctx)
     folder = ctx.run_dir / "predictions" / split.split
     crf = CRFParams.from_config(ctx.cfg.crf.seg, "crf.seg") if cfg.crf else None
     predict_split(ctx, module.net, split, folder, eval_tta(ctx), crf, use_labels=False, batch_size=cfg.batch_size)
+
+    def finish() -> dict:
+        exported = run_export(export, folder, split.ids, ctx.run_dir, split.image_sizes)
+        if exported:
+            ctx.record(**exported)
+        if split.has_all_masks:
+            return {**score(), **exported}
+        ctx.record(val_scored=False)
+        log.info("split '%s' has no ground-truth masks for %d of its %d images: not scored (predictions in %s)",
+                 split.split, len(split.missing_masks), len(split), folder)
+        return {"val_scored": False, **exported}
 
     def score() -> dict:
         report = score_mask_folder(split, folder, desc="scoring predictions")
         write_json(ctx.run_dir / "eval_report.json", report)
         print_table(report)
-        save_eval_figures(ctx, folder, report)
+        save_eval_figures(ctx, folder, report, split)
         from pmm.stages.pseudo import log_mask_panel
 
         log_mask_panel(ctx, f"predictions/{split.split}", split.split, folder)
-        result = {"val_miou": report["miou"], "val_per_class_iou": report["per_class_iou"]}
+        result = {"val_miou": report["miou"], "val_per_class_iou": report["per_class_iou"], "val_scored": True}
         ctx.record(**result)
         log.info("val mIoU (%d images, predictions in %s): %.4f", report["num_images"], folder, report["miou"])
         return result
 
-    return run_sharded([], lambda ids: None, score) or {}
+    return run_sharded([], lambda ids: None, finish) or {}
 
 
 def run(ctx: RunContext) -> dict:
