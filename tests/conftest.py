@@ -27,3 +27,44 @@ def voc_copy(tmp_path: Path, voc_samples: Path) -> Path:
     ids = (root / "ImageSets/Segmentation/val.txt").read_text().split()
     (root / "ImageSets/Segmentation/train.txt").write_text("\n".join(ids[:8]) + "\n")
     return root
+
+
+def make_voc_aug_tree(voc_samples: Path, root: Path) -> Path:
+    """A VOC2012-like tree as pmm.prepare writes it: SegmentationClassAug, train_aug/train/val lists, XML labels.
+
+    The 14 shared photographs, shrunk to 160 px on the long side to keep the smoke runs fast:
+    train_aug = the first 10, train = the first 6 of them, val = the last 4.
+    """
+    import numpy as np
+    from PIL import Image
+
+    from pmm.data.voc import VOC_CLASS_NAMES
+    from pmm.io import load_mask, save_mask
+
+    ids = sorted(p.stem for p in (voc_samples / "JPEGImages").glob("*.jpg"))
+    for folder in ("JPEGImages", "SegmentationClassAug", "SegmentationClass", "Annotations", "ImageSets/Segmentation"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for image_id in ids:
+        with Image.open(voc_samples / "JPEGImages" / f"{image_id}.jpg") as image:
+            width, height = image.size
+            scale = 160 / max(width, height)
+            size = (round(width * scale), round(height * scale))
+            image.convert("RGB").resize(size, Image.BILINEAR).save(root / "JPEGImages" / f"{image_id}.jpg", quality=95)
+        mask = load_mask(voc_samples / "SegmentationClass" / f"{image_id}.png")
+        small = np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST))
+        save_mask(root / "SegmentationClassAug" / f"{image_id}.png", small)
+        save_mask(root / "SegmentationClass" / f"{image_id}.png", small)
+        objects = "".join(f"<object><name>{VOC_CLASS_NAMES[v]}</name><difficult>0</difficult></object>"
+                          for v in np.unique(small) if 0 < v < 21)
+        (root / "Annotations" / f"{image_id}.xml").write_text(
+            f"<annotation><filename>{image_id}.jpg</filename>{objects}</annotation>")
+    lists = root / "ImageSets/Segmentation"
+    (lists / "train_aug.txt").write_text("\n".join(ids[:10]) + "\n")
+    (lists / "train.txt").write_text("\n".join(ids[:6]) + "\n")
+    (lists / "val.txt").write_text("\n".join(ids[10:]) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def voc_aug_tree(tmp_path_factory, voc_samples: Path) -> Path:
+    return make_voc_aug_tree(voc_samples, tmp_path_factory.mktemp("voc_aug") / "VOC2012")

@@ -149,7 +149,7 @@ def test_all_stage_end_to_end(data_dir, tmp_path):
 @pytest.mark.slow
 def test_seg_on_ground_truth_and_resume_from_checkpoint(data_dir, tmp_path):
     first = run_stage(tmp_path / "a", data_dir, ["stage=seg", "pseudo.source=gt", "seg.max_epochs=1"])
-    assert first["seg_source"] == "gt" and "val_miou" in first
+    assert first["seg_source"] == "ground_truth" and "val_miou" in first
     checkpoint = tmp_path / "a" / "checkpoints" / "seg" / "last.ckpt"
     import torch
 

@@ -90,8 +90,10 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
     if cfg.stage not in PIPELINES:
         raise PmmError(f"stage={cfg.stage}: unknown stage; choose one of {', '.join(PIPELINES)}")
     from pmm.ckpt_io import check_writable
+    from pmm.smoke import apply_smoke
     from pmm.validation import validate_config
 
+    apply_smoke(cfg)
     validate_config(cfg)
     check_writable(run_dir, "hydra.run.dir")
     quiet_other_ranks()
@@ -99,7 +101,13 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
     stages = stages_to_run(cfg, run_dir)
     ctx = RunContext(cfg, run_dir)
     ctx.prepare_data()
-    train_split, val_split = ctx.train_split, ctx.val_split  # index and check the data before any work
+    train_split = ctx.train_split  # index and check the data before any work
+    if cfg.stage == "eval":  # the split may lack ground-truth masks (the VOC test set): predicted, not scored
+        from pmm.stages.eval import eval_split
+
+        val_split = eval_split(ctx)
+    else:
+        val_split = ctx.val_split
     ctx.record(
         stage=cfg.stage,
         data_root=str(ctx.data_root),

@@ -233,7 +233,7 @@ RULES: dict[str, Num | Seq | One | Flag] = {
     "seg.loss.k": NON_NEGATIVE,
     "seg.loss.warmup_epochs": NON_NEGATIVE_INT,
     "seg.aux_weight": NON_NEGATIVE,
-    "seg.check_val_every_n_epoch": COUNT,
+    "seg.check_val_every_n_epoch": Num(integer=True, ge=1, nullable=True),  # null: validate every seg.val_check_interval steps
     "seg.val_check_interval": Num(gt=0, nullable=True),
     # cyclic pseudo-masks
     "cyclic.rounds": NON_NEGATIVE_INT,
@@ -251,6 +251,8 @@ RULES: dict[str, Num | Seq | One | Flag] = {
     "cyclic.max_long": OPTIONAL_SIZE,
     "cyclic.crf": Flag(),
     "cyclic.batch_size": COUNT,
+    "cyclic.relabel_from": One(("last", "best")),
+    "eval.export": One(("voc_test",), nullable=True),
     # evaluation
     "eval.scales": SCALES,
     "eval.flip": Flag(),

@@ -8,6 +8,7 @@ classes it has. Adding a dataset is one subclass and one YAML file. Loader setti
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -26,6 +27,7 @@ class VOCDataset:
         labels: where image-level labels come from: ``masks`` or ``xml`` (``Annotations/<id>.xml``,
             as the reference code does for VOC); ``auto``: xml when ``root/Annotations`` exists.
         cache_dir: where label caches are kept.
+        limit_images: keep the first this many ids of every split (``debug=smoke``); None: all.
         settings: the node's loader settings (ignored here).
     """
 
@@ -41,6 +43,7 @@ class VOCDataset:
         mask_dir: str = "SegmentationClass",
         labels: str = "masks",
         cache_dir: str | os.PathLike | None = None,
+        limit_images: int | None = None,
         **settings,
     ) -> None:
         self.root = Path(root).expanduser().resolve()
@@ -51,6 +54,7 @@ class VOCDataset:
             raise PmmError(f"data.labels={labels}: expected masks, xml or auto")
         self.labels = labels
         self.cache_dir = cache_dir
+        self.limit_images = limit_images
         self.settings = settings
         self._splits: dict[str, VOCSplit] = {}
 
@@ -74,6 +78,10 @@ class VOCDataset:
             self._splits[key] = load_voc_split(self.root, name, self.class_names, image_dir=self.image_dir,
                                                mask_dir=self.mask_dir, cache_dir=self.cache_dir,
                                                labels=self.label_source, require_masks=require_masks)
+            if self.limit_images:
+                split = self._splits[key]
+                ids = split.ids[: int(self.limit_images)]
+                self._splits[key] = dataclasses.replace(split, ids=ids)
         return self._splits[key]
 
 

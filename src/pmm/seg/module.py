@@ -51,6 +51,7 @@ class SegModule(pl.LightningModule):
         val_scales: Sequence[float] = (1.0,),
         val_flip: bool = False,
         min_lr: float = 0.0,
+        steps_per_epoch: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer"])
@@ -136,7 +137,8 @@ class SegModule(pl.LightningModule):
                   {"params": heads, "lr": self.hparams.lr * self.hparams.head_lr_mult}]
         period = None
         if self.hparams.poly_period_epochs:
-            per_epoch = self.trainer.estimated_stepping_batches / max(1, self.trainer.max_epochs)
+            per_epoch = self.hparams.steps_per_epoch or (
+                self.trainer.estimated_stepping_batches / max(1, self.trainer.max_epochs))
             period = max(1, int(round(per_epoch * self.hparams.poly_period_epochs)))
         return build_optimizer_and_poly(self, groups, self.optimizer_partial, self.hparams.poly_power, period,
                                         min_lr=self.hparams.min_lr)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
+import os
+import shutil
 from functools import partial
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from tqdm import tqdm
 
 from pmm.context import RunContext
 from pmm.crf import CRFParams
-from pmm.distributed import is_main, run_sharded
+from pmm.distributed import barrier, is_main, run_sharded
 from pmm.errors import PmmError
 from pmm.evaluation import score_mask_folder
 from pmm.io import load_cams, load_image, save_mask, write_json
@@ -51,10 +53,32 @@ def resolve_alpha(ctx: RunContext, threshold: float) -> float:
         raise PmmError(f"pseudo.alpha={alpha}: expected a number or 'auto'") from None
 
 
+def reuse_cams(ctx: RunContext, split_name: str) -> None:
+    """Link the CAMs another split of this run already holds (VOC train is part of train_aug)."""
+    folder = cams_dir(ctx, split_name)
+    others = [p for p in (ctx.run_dir / "cams").glob("*") if p.is_dir() and p != folder]
+    for image_id in ctx.split(split_name).ids:
+        target = folder / f"{image_id}.npz"
+        if target.is_file():
+            continue
+        for other in others:
+            source = other / f"{image_id}.npz"
+            if source.is_file():
+                folder.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(source, target)
+                except OSError:
+                    shutil.copyfile(source, target)
+                break
+
+
 def ensure_cams(ctx: RunContext, split_name: str) -> None:
-    """CAMs of the split: this run's own files, or inferred now with ``cam_ckpt``."""
+    """CAMs of the split: this run's own files (of any split), or inferred now with ``cam_ckpt``."""
     folder = cams_dir(ctx, split_name)
     split = ctx.split(split_name)
+    if not ctx.cfg.cam_ckpt and is_main():
+        reuse_cams(ctx, split_name)
+    barrier()
     complete = folder.is_dir() and all((folder / f"{i}.npz").is_file() for i in split.ids)
     if complete and not ctx.cfg.cam_ckpt:
         return
@@ -70,14 +94,26 @@ def already_written(path: Path) -> bool:
     return path.is_file() and mask_decodes(path)
 
 
-def write_round_zero(ctx: RunContext, split_name: str, ids: list[str], settings: dict) -> None:
+def pseudo_splits(ctx: RunContext) -> list[str]:
+    """``pseudo.split``: one split name or a list (masks for all, each scored; the first is the headline)."""
+    value = ctx.cfg.pseudo.split
+    names = [value] if isinstance(value, str) else list(value)
+    if not names:
+        raise PmmError("pseudo.split=[]: expected a split name or a list of them, e.g. [train_aug, train]")
+    return list(dict.fromkeys(str(n) for n in names))
+
+
+def write_round_zero(ctx: RunContext, split_names: list[str], ids: list[str], settings: dict) -> None:
     """Write the round-0 pseudo-masks of ``ids`` (this rank's shard) with a process pool."""
-    split = ctx.split(split_name)
+    owner = {}
+    for name in split_names:  # an id's image and CAMs are read through the first split that lists it
+        for image_id in ctx.split(name).ids:
+            owner.setdefault(image_id, name)
     output = round_dir(ctx, 0)
     output.mkdir(parents=True, exist_ok=True)
     todo = [i for i in ids if not (ctx.cfg.pseudo.resume and already_written(output / f"{i}.png"))]
-    cam_folder = cams_dir(ctx, split_name)
-    tasks = [(i, str(split.image_path(i)), str(cam_folder / f"{i}.npz"), str(output / f"{i}.png")) for i in todo]
+    tasks = [(i, str(ctx.split(owner[i]).image_path(i)), str(cams_dir(ctx, owner[i]) / f"{i}.npz"),
+              str(output / f"{i}.png")) for i in todo]
     workers = max(1, int(ctx.cfg.pseudo.workers))
     job = partial(_star_make_one, settings=settings)
     progress = tqdm(total=len(tasks), desc=f"pseudo-masks ({settings['method']})", disable=not is_main())
@@ -138,8 +174,10 @@ def log_mask_panel(ctx: RunContext, key: str, split_name: str, folder: Path) -> 
 
 def run(ctx: RunContext) -> dict:
     cfg = ctx.cfg.pseudo
-    split_name = cfg.split
-    ensure_cams(ctx, split_name)
+    split_names = pseudo_splits(ctx)
+    split_name = split_names[0]
+    for name in split_names:
+        ensure_cams(ctx, name)
     metrics = ctx.read_metrics()
     if "cam_bg_threshold" not in metrics or ctx.cfg.cam_ckpt:
         scores = score_cams(ctx, split_name)
@@ -154,13 +192,20 @@ def run(ctx: RunContext) -> dict:
         "options": dict(alpha=alpha, cov=bool(cfg.cov), cov_scale=float(cfg.cov_scale), threshold=float(cfg.cov_threshold),
                         bg_threshold=bg_threshold, crf=crf),
     }
-    log.info("pseudo-masks: method=%s cov=%s alpha=%.2f (CAM threshold t*=%.2f) on split '%s', CRF backend %s",
-             cfg.method, cfg.cov, alpha, threshold, split_name, crf.backend)
+    log.info("pseudo-masks: method=%s cov=%s alpha=%.2f (CAM threshold t*=%.2f) on split(s) %s, CRF backend %s",
+             cfg.method, cfg.cov, alpha, threshold, ", ".join(split_names), crf.backend)
     folder = round_dir(ctx, 0)
+    all_ids = list(dict.fromkeys(i for name in split_names for i in ctx.split(name).ids))
 
     def score() -> dict:
-        report = score_mask_folder(ctx.split(split_name), folder, desc="scoring pseudo-masks")
-        report.update(method=cfg.method, cov=bool(cfg.cov), alpha=alpha, round=0, folder=str(folder))
+        reports = {}
+        for name in split_names:
+            reports[name] = score_mask_folder(ctx.split(name), folder, desc=f"scoring pseudo-masks ({name})")
+            log.info("pseudo-mask mIoU on '%s' (%d images, round 0): %.4f", name, reports[name]["num_images"],
+                     reports[name]["miou"])
+        report = dict(reports[split_name])
+        report.update(method=cfg.method, cov=bool(cfg.cov), alpha=alpha, round=0, folder=str(folder),
+                      by_split={name: r for name, r in reports.items()})
         write_json(ctx.run_dir / "pseudo_report.json", report)
         save_pseudo_figures(ctx, split_name, folder, settings)
         from pmm import viz
@@ -171,13 +216,14 @@ def run(ctx: RunContext) -> dict:
             "pseudo_miou": report["miou"],
             "pseudo_miou_rounds": [report["miou"]],
             "pseudo_split": split_name,
+            "pseudo_miou_by_split": {name: r["miou"] for name, r in reports.items()},
             "pseudo_method": cfg.method,
             "pseudo_cov": bool(cfg.cov),
             "pseudo_alpha": alpha,
         }
         ctx.record(**result)
-        log.info("pseudo-mask mIoU on '%s' (%d images, round 0): %.4f  [CAM argmax: %.4f]", split_name,
-                 report["num_images"], report["miou"], metrics.get("cam_miou", math.nan))
+        log.info("pseudo-mask mIoU on '%s' (round 0): %.4f  [CAM argmax: %.4f]", split_name, report["miou"],
+                 metrics.get("cam_miou", math.nan))
         return result
 
-    return run_sharded(ctx.split(split_name).ids, lambda ids: write_round_zero(ctx, split_name, ids, settings), score) or {}
+    return run_sharded(all_ids, lambda ids: write_round_zero(ctx, split_names, ids, settings), score) or {}

@@ -90,7 +90,7 @@ def init_encoder_from_cam(ctx: RunContext, net: Segmenter) -> None:
              len(net.encoder.state_dict()))
 
 
-def build_seg_module(ctx: RunContext, round_epochs: int | None = None) -> SegModule:
+def build_seg_module(ctx: RunContext, round_epochs: int | None = None, steps_per_epoch: int | None = None) -> SegModule:
     """The segmentation module of the config; ``round_epochs`` is the cyclic period (``seg_schedule``)."""
     cfg = ctx.cfg
     round_epochs = round_epochs or cfg.cyclic.every_n_epochs
@@ -109,6 +109,7 @@ def build_seg_module(ctx: RunContext, round_epochs: int | None = None) -> SegMod
         loss=OmegaConf.to_container(cfg.seg.loss, resolve=True),
         aux_weight=cfg.seg.aux_weight,
         poly_period_epochs=round_epochs if cfg.cyclic.rounds > 0 and cfg.cyclic.reinit else None,
+        steps_per_epoch=steps_per_epoch,
         class_names=list(ctx.class_names),
         net_config=spec,
     )
@@ -128,10 +129,17 @@ def seg_schedule(ctx: RunContext, num_images: int, world_size: int = 1) -> tuple
     """
     cfg = ctx.cfg
     round_epochs = int(cfg.cyclic.every_n_epochs)
-    if cfg.seg.max_epochs is not None:
-        return round_epochs, int(cfg.seg.max_epochs)
     rounds = int(cfg.cyclic.rounds) + 1
     batch = min(cfg.seg.batch_size, num_images)
+    if cfg.seg.get("max_steps"):
+        # Iteration-based (the paper presets): the trainer stops at seg.max_steps (total -1: no epoch
+        # limit); a cyclic round lasts cyclic.every_n_steps, rounded up to whole epochs so that a new
+        # round's masks start with an epoch (its loader is rebuilt there).
+        steps_per_epoch = max(1, num_images // (batch * world_size))
+        per_round = cfg.cyclic.get("every_n_steps") or math.ceil(int(cfg.seg.max_steps) / rounds)
+        return max(1, math.ceil(int(per_round) / steps_per_epoch)), -1
+    if cfg.seg.max_epochs is not None:
+        return round_epochs, int(cfg.seg.max_epochs)
     total = epochs_for_min_steps(round_epochs * rounds, cfg.seg.get("lengthen_to_steps"), num_images, batch, world_size)
     round_epochs = math.ceil(total / rounds)
     return round_epochs, round_epochs * rounds
@@ -145,8 +153,10 @@ def run(ctx: RunContext) -> dict:
         cfg.seg.batch_size, cfg.data.num_workers, transform=seg_pipeline(cfg.data, ctx.crop_size()),
     )
     # The world size is known before any process group exists; the schedule depends on it.
-    round_epochs, epochs = seg_schedule(ctx, len(ctx.train_split.ids), planned_world_size(ctx))
-    module = build_seg_module(ctx, round_epochs)
+    world = planned_world_size(ctx)
+    round_epochs, epochs = seg_schedule(ctx, len(ctx.train_split.ids), world)
+    steps_per_epoch = max(1, len(ctx.train_split.ids) // (min(cfg.seg.batch_size, len(ctx.train_split.ids)) * world))
+    module = build_seg_module(ctx, round_epochs, steps_per_epoch)
     history = list(ctx.read_metrics().get("pseudo_miou_rounds", []))
     if mask_dir is not None and not history:
         # Round 0 came from elsewhere (a folder): score it so the rounds list starts at the source.
@@ -171,10 +181,15 @@ def run(ctx: RunContext) -> dict:
             crf=seg_crf(ctx, cfg.cyclic.crf),
         )
     callbacks = build_callbacks(cfg, "seg", **partials)
+    schedule = {"max_steps": int(cfg.seg.max_steps)} if cfg.seg.get("max_steps") else {}
+    if cfg.seg.get("val_check_interval"):
+        schedule["val_check_interval"] = int(cfg.seg.val_check_interval)
     trainer = build_trainer(ctx, "seg", epochs, callbacks=callbacks, reload_dataloaders_every_n_epochs=1,
-                            check_val_every_n_epoch=cfg.seg.check_val_every_n_epoch)
-    log.info("segmentation stage: %s/%s on %s, %d epochs (%d a round), loss %s", cfg.segmenter.arch,
-             cfg.segmenter.encoder, mask_dir or "ground truth", epochs, round_epochs, dict(cfg.seg.loss))
+                            check_val_every_n_epoch=cfg.seg.check_val_every_n_epoch, **schedule)
+    log.info("segmentation stage: %s/%s on %s, %s (%d epochs a round), loss %s", cfg.segmenter.arch,
+             cfg.segmenter.encoder, mask_dir or "ground truth",
+             f"{cfg.seg.max_steps} steps" if schedule.get("max_steps") else f"{epochs} epochs", round_epochs,
+             dict(cfg.seg.loss))
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, "seg"))
     ctx.record(seg_source=str(mask_dir) if mask_dir else "ground_truth", seg_loss=cfg.seg.loss.mode)
 

@@ -1,0 +1,86 @@
+"""``debug=smoke``: shrink any preset to a few steps on a few small images, on the CPU, same code path.
+
+The shrinking is done in code rather than in YAML because it must only *shrink* what a preset set:
+a preset without the reference augmentation (``data.cam_aug: null``) must not gain one, a preset
+with iteration-based training keeps it with fewer iterations, and so on. Networks, pipelines,
+TTA modes, CRF settings and cyclic protocol stay as the preset has them; only sizes and counts
+change, and pretrained weights (a download) are off.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, open_dict
+
+
+def _set(node: DictConfig, key: str, value) -> None:
+    if node is not None and key in node and node[key] is not None:
+        node[key] = value
+
+
+def apply_smoke(cfg: DictConfig) -> None:
+    """Shrink ``cfg`` in place according to ``cfg.smoke`` (images, crop, steps)."""
+    smoke = cfg.get("smoke")
+    if not smoke:
+        return
+    images, crop, steps = int(smoke.images), int(smoke.crop), int(smoke.steps)
+    if not (images >= 1 and crop >= 32 and crop % 32 == 0 and steps >= 1):
+        from pmm.errors import PmmError
+
+        raise PmmError(f"smoke={dict(smoke)}: expected images >= 1, crop a multiple of 32 (>= 32), steps >= 1")
+    with open_dict(cfg):
+        trainer = cfg.trainer
+        trainer.accelerator, trainer.devices, trainer.num_nodes = "cpu", 1, 1
+        trainer.strategy = "auto"
+        trainer.precision = "32-true"
+        trainer.sync_batchnorm = False
+        trainer.log_every_n_steps = 1
+        data = cfg.data
+        data.num_workers = 0
+        data.batch_size = 2
+        data.limit_images = images
+        data.crop_size = crop
+        if data.get("cam_aug"):
+            _set(data.cam_aug, "crop", crop)
+            _set(data.cam_aug, "long_side", [crop, crop + crop // 2])
+        if data.get("seg_aug"):
+            _set(data.seg_aug, "crop", crop)
+            _set(data.seg_aug, "short_side", crop)
+            _set(data.seg_aug, "max_long", crop * 4)
+        for node in (cfg.model, cfg.segmenter):
+            _set(node, "pretrained", False)
+            _set(node, "weights", None)
+        # A 100-layer backbone takes minutes a step on a loaded laptop CPU: the smoke trains a small
+        # one of the same kind (a timm ResNet through the same timm / SMP "tu-" code path); the
+        # presets' own backbones are built in tests/test_presets.py.
+        if smoke.get("backbone"):
+            _set(cfg.model, "backbone", str(smoke.backbone))
+            if str(cfg.segmenter.get("encoder", "")).startswith("tu-"):
+                cfg.segmenter.encoder = f"tu-{smoke.backbone}"
+        cam = cfg.cam
+        cam.max_epochs, cam.batch_size, cam.infer_batch_size = 1, 2, 2
+        cam.lengthen_to_steps = None
+        cam.crop, cam.crop_stride = crop, crop * 3 // 4
+        if cam.get("multi_crop"):
+            cam.multi_crop.epochs = 1
+            cam.multi_crop.crop = crop
+        cfg.pseudo.workers = 1
+        seg = cfg.seg
+        seg.batch_size = 2
+        seg.lengthen_to_steps = None
+        rounds = int(cfg.cyclic.rounds)
+        if seg.get("max_steps"):
+            # A round spans at least one epoch (rounds switch masks at epoch ends): 2-image batches.
+            per_round = max(steps, images // 2)
+            seg.max_steps = per_round * (rounds + 1)
+            if cfg.cyclic.get("every_n_steps"):
+                cfg.cyclic.every_n_steps = per_round
+            if seg.get("val_check_interval"):
+                seg.val_check_interval = per_round
+        else:
+            seg.max_epochs = None
+            cfg.cyclic.every_n_epochs = 1
+        for node in (cfg.cyclic, cfg.eval):
+            node.window, node.stride = crop, crop * 3 // 4
+            _set(node, "short_side", crop)
+            _set(node, "max_long", crop * 4)
+            node.batch_size = 2
