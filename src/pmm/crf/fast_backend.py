@@ -26,9 +26,10 @@ Multi-label problems (the segmentation stage, P = 1) go to the pydensecrf loop: 
 L channels beat a numpy path of this kind (1.7x slower, measured at L = 3 and 21).
 
 Measured (benchmarks/RESULTS.md; 14 voc_samples photos, CAMs from the ground truth, alpha 13,
-process CPU time): 2.7-3.5x the reference loop's PPMG images/s per core depending on the machine's
-load (the CRF calls alone: 4.1x at load ~1, 3.2-3.5x at load ~8), PPMG label maps equal to the reference's on
-99.91 % of the pixels, mIoU 0.7775 vs 0.7790. With ``grid_gaussian = False, freeze_logit = None`` the
+process CPU time, a 2-core machine shared at load average 7-9): PPMG end to end 2.75-2.8x the
+reference loop's images/s per core (the CRF calls alone, freezing at 10: 3.2-3.5x at that load, 4.1x
+at load ~1), label maps equal to the reference's on 99.91 % of the pixels, mIoU 0.7775 vs 0.7790.
+With ``grid_gaussian = False, freeze_logit = None`` the
 marginals equal pydensecrf's to float rounding (max |dQ| 0.006, 100 % of the labels; tested).
 """
 
