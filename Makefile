@@ -27,8 +27,8 @@ test: $(STAMP) ## Set up, then run the test suite
 test-fast: $(STAMP) ## Run the tests that are not marked slow
 	$(PY) -m pytest -m "not slow"
 
-bench: $(STAMP) ## Time the default pipeline and the CRF backends (prints the figures)
-	$(PY) scripts/benchmark.py
+bench: $(STAMP) ## Measure the CRF backends, PPMG, inference and the default run; writes benchmarks/RESULTS.md
+	$(PY) benchmarks/run_all.py
 
 clean: ## Remove run outputs (keeps .venv and the generated data)
 	rm -rf outputs multirun

@@ -33,9 +33,16 @@ def crf_section() -> str:
     return bench_crf.section(profile=True)
 
 
+def pipeline_section() -> str:
+    import bench_pipeline
+
+    return bench_pipeline.section()
+
+
 # name -> callable returning a markdown section; run in this order.
 SECTIONS: dict[str, Callable[[], str]] = {
     "crf": crf_section,
+    "pipeline": pipeline_section,
 }
 
 

@@ -37,10 +37,10 @@ SHRINK = [
 ]
 
 
-def make_cfg(tmp_path: Path, data_dir: Path, overrides: list[str]):
+def make_cfg(tmp_path: Path, data_dir: Path, overrides: list[str], shrink: bool = True):
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        cfg = compose("config", overrides=SHRINK + overrides, return_hydra_config=True)
+        cfg = compose("config", overrides=(SHRINK if shrink else []) + overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.root_dir = str(tmp_path)
@@ -49,9 +49,9 @@ def make_cfg(tmp_path: Path, data_dir: Path, overrides: list[str]):
     return cfg
 
 
-def run_stage(run_dir: Path, data_dir: Path, overrides: list[str]) -> dict:
+def run_stage(run_dir: Path, data_dir: Path, overrides: list[str], shrink: bool = True) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg = make_cfg(run_dir, data_dir, overrides)
+    cfg = make_cfg(run_dir, data_dir, overrides, shrink)
     return run_pipeline(cfg, run_dir)
 
 

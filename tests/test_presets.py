@@ -1,0 +1,100 @@
+"""The paper presets: composed values match the reference settings (README table), networks build, smoke runs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+import pmm
+
+CONF_DIR = str(Path(pmm.__file__).parent / "conf")
+
+
+def compose_config(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        return compose("config", overrides=overrides, return_hydra_config=True)
+
+
+def test_voc_paper_matches_the_reference_settings():
+    cfg = compose_config(["experiment=voc_paper"])
+    # Data: train_aug with SegmentationClassAug, image labels from XML when present.
+    assert (cfg.data.train_split, cfg.data.mask_dir, cfg.data.labels) == ("train_aug", "SegmentationClassAug", "auto")
+    # CAM stage: SEAM, stride 8, SGD lr 0.02 poly, 8 epochs, batch 2 x 8 GPUs = 16, SEAM's lr multipliers.
+    assert cfg.model._target_ == "pmm.cam.seam.SEAMNet" and cfg.model.output_stride == 8
+    assert (cfg.model.bias_lr_mult, cfg.model.new_weight_lr_mult, cfg.model.new_bias_lr_mult) == (2.0, 10.0, 20.0)
+    assert cfg.cam.optimizer._target_ == "torch.optim.SGD" and cfg.cam.lr == 0.02 and cfg.cam.max_epochs == 8
+    assert cfg.cam.optimizer.momentum == 0.9 and cfg.cam.optimizer.weight_decay == 5e-4
+    assert list(cfg.cam.scales) == [0.5, 1.0, 1.5, 2.0] and cfg.cam.flip
+    assert OmegaConf.to_container(cfg.data.cam_aug) == {"crop": 448, "long_side": [448, 768],
+                                                         "jitter": [0.3, 0.3, 0.3, 0.1], "image_fill": 0}
+    assert cfg.cam.multi_crop.epochs == 20 and cfg.cam.multi_crop.lr == 0.01 and cfg.cam.crop_stride == 300
+    # Pseudo-masks: alpha 11, the CRF settings of METHOD.md, scored on train_aug and train.
+    assert cfg.pseudo.alpha == 11 and list(cfg.pseudo.split) == ["train_aug", "train"]
+    assert (cfg.crf.pseudo.gauss_sxy, cfg.crf.pseudo.bilateral_sxy, cfg.crf.pseudo.bilateral_srgb) == (3, 80, 13)
+    # Segmenter: PSPNet, Res2Net-101 at stride 8, aux head 0.4, mmseg's pipeline.
+    assert cfg.segmenter.arch == "pspnet" and cfg.segmenter.aux and cfg.segmenter.output_stride == 8
+    assert cfg.segmenter.encoder == "tu-res2net101d" and cfg.seg.aux_weight == 0.4
+    assert OmegaConf.to_container(cfg.data.seg_aug) == {
+        "crop": 512, "short_side": 512, "max_long": 2048, "ratio_range": [0.5, 2.0], "cat_max_ratio": 0.75,
+        "photometric": True, "ignore_index": 255, "image_fill": 0}
+    # Schedule: one lr for all (0.005), momentum 0.9, wd 5e-4, poly to 1e-4, 2 x 20k iterations, val every 2k.
+    assert (cfg.seg.lr, cfg.seg.head_lr_mult, cfg.seg.min_lr, cfg.seg.poly_power) == (0.005, 1.0, 1e-4, 0.9)
+    assert cfg.seg.optimizer.momentum == 0.9 and cfg.seg.optimizer.weight_decay == 5e-4
+    assert cfg.seg.max_steps == 40000 and cfg.cyclic.every_n_steps == 20000 and cfg.seg.val_check_interval == 2000
+    assert cfg.seg.batch_size == 2 and cfg.seg.loss.mode == "clamp" and (cfg.seg.loss.beta, cfg.seg.loss.k) == (0.5, 0.5)
+    # Cyclic: best-val checkpoint relabels train_aug with the full test pipeline over all classes, round 2 from
+    # ImageNet weights with plain CE.
+    assert cfg.cyclic.rounds == 1 and cfg.cyclic.relabel_from == "best" and not cfg.cyclic.restrict_to_labels
+    assert cfg.cyclic.reinit and cfg.cyclic.puf_first_round_only and cfg.cyclic.crf
+    for node in (cfg.cyclic, cfg.eval):
+        assert list(node.scales) == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] and node.flip
+        assert (node.mode, node.window, node.stride, node.short_side, node.max_long) == ("slide", 512, 480, 512, 2048)
+    assert cfg.eval.crf
+    assert (cfg.crf.seg.gauss_sxy, cfg.crf.seg.gauss_compat, cfg.crf.seg.bilateral_sxy, cfg.crf.seg.bilateral_srgb,
+            cfg.crf.seg.bilateral_compat) == (1, 3, 67, 3, 4)
+    assert cfg.trainer.sync_batchnorm and cfg.trainer.precision == "bf16-mixed"
+
+
+def test_coco_paper_has_cocos_schedule():
+    cfg = compose_config(["experiment=coco_paper"])
+    assert cfg.data._target_ == "pmm.data.sources.COCODataset"
+    assert (cfg.seg.lr, cfg.seg.max_steps, cfg.seg.min_lr, cfg.seg.batch_size) == (0.01, 40000, 5e-5, 4)  # 4 x 8 = 32
+    assert (cfg.seg.loss.mode, cfg.seg.loss.beta, cfg.seg.loss.k) == ("clamp", 0.8, 0.8)
+    assert cfg.cyclic.rounds == 0
+
+
+def test_the_presets_own_networks_build():
+    from pmm.nets.build import build_from_spec, network_spec
+
+    cfg = compose_config(["experiment=voc_paper", "model.pretrained=false", "segmenter.pretrained=false"])
+    cam = build_from_spec(network_spec(cfg.model, num_classes=20), "model")
+    seg = build_from_spec(network_spec(cfg.segmenter, exclude=("init_from_cam",), num_classes=21), "segmenter")
+    assert cam.num_classes == 20 and seg.aux_head is not None
+    assert cam.param_groups(0.02)  # SEAM's four lr groups
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["voc_paper", "coco_paper"])
+def test_smoke_runs_every_stage_of_the_preset(preset, voc_aug_tree, tmp_path):
+    from test_pipeline import run_stage
+
+    root = voc_aug_tree
+    if preset == "coco_paper":  # a converted COCO tree: class list in the tree, train/val lists, plain masks
+        root = tmp_path / "coco"
+        shutil.copytree(voc_aug_tree, root)
+        from pmm.data.voc import VOC_CLASS_NAMES
+
+        (root / "class_names.txt").write_text("\n".join(VOC_CLASS_NAMES) + "\n")
+    metrics = run_stage(tmp_path / "run", tmp_path / "data", [
+        "stage=all", f"experiment={preset}", "debug=smoke", f"data.root={root}", "logger=csv"], shrink=False)
+    assert metrics["num_classes"] == 21 and "val_miou" in metrics
+    rounds = 2 if preset == "voc_paper" else 1
+    assert len(metrics["pseudo_miou_rounds"]) == rounds
+    if preset == "voc_paper":
+        assert set(metrics["pseudo_miou_by_split"]) == {"train_aug", "train"}
