@@ -432,3 +432,22 @@ def test_absent_and_renamed_keys_are_skipped(compose_cfg):
     with pytest.raises(PmmError, match=r"^seg.min_steps=-1: expected an integer >= 0 or null$"):
         validate_config(cfg)
     validate_config(OmegaConf.create({"pseudo": {"alpha": 3}}))
+
+
+def test_run_folder_that_cannot_be_created_is_one_line(tmp_path):
+    from pmm.run import check_output_folder
+
+    assert check_output_folder([f"hydra.run.dir={tmp_path / 'new' / 'run'}"]) is None
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    message = check_output_folder(["stage=cam", f"hydra.run.dir={a_file / 'run'}"])
+    assert message.startswith(f"{a_file / 'run'}: cannot create the run folder") and "is not a folder" in message
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        if os.access(read_only, os.W_OK):  # root ignores permission bits: the check cannot fail here
+            return
+        assert "is not writable" in check_output_folder([f"hydra.run.dir={read_only / 'run'}"])
+    finally:
+        read_only.chmod(0o755)

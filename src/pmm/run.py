@@ -146,5 +146,35 @@ def main(cfg: DictConfig) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-if __name__ == "__main__":
+def check_output_folder(argv: list[str]) -> str | None:
+    """One line when the run folder cannot be created: Hydra makes it before any pmm code runs.
+
+    Looks at ``hydra.run.dir=`` / ``hydra.sweep.dir=`` / ``paths.log_dir=`` on the command line (else
+    ``./outputs``) and checks that its nearest existing parent is a writable folder.
+    """
+    target = Path("outputs")
+    for arg in argv:
+        for key in ("hydra.run.dir=", "hydra.sweep.dir=", "paths.log_dir="):
+            if arg.startswith(key):
+                target = Path(arg[len(key):]).expanduser()
+    existing = target.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+        return None
+    what = "is not a folder" if not existing.is_dir() else "is not writable (read-only file system or permissions)"
+    return (f"{target}: cannot create the run folder, {existing} {what}; set hydra.run.dir (or paths.log_dir) "
+            "to a writable folder")
+
+
+def cli() -> None:
+    """``pmm`` / ``python -m pmm.run``: the output folder checked before Hydra creates it."""
+    problem = check_output_folder(sys.argv[1:])
+    if problem:
+        print(f"pmm: error: {problem}", file=sys.stderr)
+        sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()
