@@ -69,7 +69,7 @@ def compose_config(overrides: list[str]):
 
 def test_the_two_crf_settings_are_the_reference_ones():
     cfg = compose_config([])
-    assert CRFParams.from_config(cfg.crf.pseudo) == CRFParams(backend="pydensecrf", iterations=10, gauss_sxy=3,
+    assert CRFParams.from_config(cfg.crf.pseudo) == CRFParams(backend="fast", iterations=10, gauss_sxy=3,
                                                               gauss_compat=10, bilateral_sxy=80, bilateral_srgb=13,
                                                               bilateral_compat=10)
     assert CRFParams.from_config(cfg.crf.seg) == CRFParams(backend="pydensecrf", iterations=10, gauss_sxy=1,
