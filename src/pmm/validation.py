@@ -253,6 +253,13 @@ RULES: dict[str, Num | Seq | One | Flag] = {
     "cyclic.batch_size": COUNT,
     "cyclic.relabel_from": One(("last", "best")),
     "eval.export": One(("voc_test",), nullable=True),
+    "cam.round": One(("standard", "multi_crop")),
+    "cam.inference": One(("multi_scale", "multi_crop")),
+    "cam.multi_crop.epochs": COUNT,
+    "cam.multi_crop.crop": OPTIONAL_SIZE,
+    "cam.multi_crop.lr": Num(gt=0, nullable=True),
+    "cam.multi_crop.min_share": Num(gt=0, le=1),
+    "cam.multi_crop.rough_alpha": Num(gt=0),
     # evaluation
     "eval.scales": SCALES,
     "eval.flip": Flag(),
