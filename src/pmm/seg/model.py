@@ -154,14 +154,14 @@ class Segmenter(nn.Module):
 
 
 def encoder_statistics(encoder: nn.Module, name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Input mean/std of an SMP encoder: timm's data config for ``tu-`` encoders, SMP's own otherwise."""
+    """Input mean/std of an SMP encoder: timm's data config for ``tu-`` encoders, ImageNet's otherwise.
+
+    SMP's own ``get_preprocessing_params`` downloads a config from the hub for its native encoders
+    (all trained with the ImageNet statistics); a network must build offline, so pmm does not ask it.
+    """
     if name.startswith("tu-") and hasattr(encoder, "model"):
         return data_config_of(encoder.model)
-    try:
-        params = smp.encoders.get_preprocessing_params(name)
-        return tuple(params["mean"]), tuple(params["std"])
-    except Exception:  # noqa: BLE001 - an encoder without published statistics gets ImageNet's
-        return IMAGENET_MEAN, IMAGENET_STD
+    return IMAGENET_MEAN, IMAGENET_STD
 
 
 def _resize(logits: Tensor, size: torch.Size) -> Tensor:
