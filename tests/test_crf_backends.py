@@ -2,7 +2,7 @@
 
 Speed lives in benchmarks/bench_crf.py (benchmarks/RESULTS.md); here: pixel agreement and mIoU of
 PPMG label maps on the 14 voc_samples photos with CAMs made from the ground truth, the exactness of
-the numpy permutohedral lattice, and the torch backend under both CRF settings.
+the compiled permutohedral lattice (against densecrf's algorithm written plainly), and the torch backend under both CRF settings.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def test_fast_ppmg_agrees_with_the_reference_loop_on_voc_samples(photos, referen
     assert fast_miou >= ref_miou - 0.005, (fast_miou, ref_miou)
 
 
-def test_numpy_lattice_reproduces_pydensecrf_marginals(photos):
+def test_fast_path_without_shortcuts_reproduces_pydensecrf_marginals(photos):
     """Without its two shortcuts (grid Gaussian, frozen pixels) the fast path is pydensecrf's arithmetic."""
     from pmm.crf.fast_backend import FastBackend
 
@@ -90,6 +90,109 @@ def test_numpy_lattice_reproduces_pydensecrf_marginals(photos):
     np.testing.assert_allclose(q.sum(axis=1), 1.0, atol=1e-5)
     assert np.abs(q - q_ref).max() < 0.05
     assert ((q[:, 1] > 0.5) == (q_ref[:, 1] > 0.5)).mean() > 0.9999
+
+
+def _reference_lattice(features: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+    """densecrf's ``Permutohedral::init`` and ``seqCompute`` written plainly (dicts, float32 scalars).
+
+    Returns (vertex key -> index, per-feature vertex indices, per-feature barycentric weights) and is
+    used to filter values the slow, obvious way.
+    """
+    import math
+
+    f32 = np.float32
+    n, d = features.shape
+    inv_std = math.sqrt(2.0 / 3.0) * (d + 1)
+    scale = [f32(1.0 / math.sqrt((i + 2) * (i + 1)) * inv_std) for i in range(d)]
+    index, offsets, weights = {}, np.zeros((n, d + 1), np.int64), np.zeros((n, d + 1), np.float32)
+    for k in range(n):
+        elevated, sm = [f32(0)] * (d + 1), f32(0)
+        for j in range(d, 0, -1):
+            cf = f32(features[k, j - 1] * scale[j - 1])
+            elevated[j], sm = f32(sm - f32(j) * cf), f32(sm + cf)
+        elevated[0] = sm
+        rem0, total = [0] * (d + 1), 0
+        for i in range(d + 1):
+            v = f32(f32(1) / f32(d + 1) * elevated[i])
+            up, down = f32(math.ceil(v)) * f32(d + 1), f32(math.floor(v)) * f32(d + 1)
+            rem0[i] = int(up) if f32(up - elevated[i]) < f32(elevated[i] - down) else int(down)
+            total += rem0[i]
+        total //= d + 1
+        rank = [0] * (d + 1)
+        for i in range(d):
+            for j in range(i + 1, d + 1):
+                if f32(elevated[i] - rem0[i]) < f32(elevated[j] - rem0[j]):
+                    rank[i] += 1
+                else:
+                    rank[j] += 1
+        for i in range(d + 1):
+            rank[i] += total
+            if rank[i] < 0:
+                rank[i], rem0[i] = rank[i] + d + 1, rem0[i] + d + 1
+            elif rank[i] > d:
+                rank[i], rem0[i] = rank[i] - d - 1, rem0[i] - d - 1
+        bary = [f32(0)] * (d + 2)
+        for i in range(d + 1):
+            v = f32((elevated[i] - rem0[i]) * f32(1) / f32(d + 1))
+            bary[d - rank[i]] = f32(bary[d - rank[i]] + v)
+            bary[d - rank[i] + 1] = f32(bary[d - rank[i] + 1] - v)
+        bary[0] = f32(bary[0] + f32(1) + bary[d + 1])
+        for r in range(d + 1):
+            key = tuple(rem0[i] + (r if rank[i] <= d - r else r - (d + 1)) for i in range(d))
+            offsets[k, r] = index.setdefault(key, len(index))
+            weights[k, r] = bary[r]
+    return index, offsets, weights
+
+
+def _reference_filter(index, offsets, weights, values):
+    d = offsets.shape[1] - 1
+    keys = list(index)
+    lattice = np.zeros((len(keys),) + values.shape[1:])
+    np.add.at(lattice, offsets, weights[..., None] * values[:, None].astype(np.float64))
+    for j in range(d + 1):
+        blurred = lattice.copy()
+        for v, key in enumerate(keys):
+            for sign in (1, -1):
+                moved = [c - sign for c in key]
+                if j < d:
+                    moved[j] = key[j] + sign * d
+                u = index.get(tuple(moved))
+                if u is not None:
+                    blurred[v] += 0.5 * lattice[u]
+        lattice = blurred
+    return (weights[..., None] * lattice[offsets]).sum(axis=1) / (1 + 2.0 ** -d)
+
+
+@pytest.mark.parametrize("shape, sxy, srgb", [((1, 1), 80, 13), ((1, 9), 3, None), ((6, 1), 80, 13),
+                                              ((17, 23), 80, 13), ((12, 15), 1, 1), ((20, 20), 3, None)])
+def test_compiled_lattice_is_densecrfs_lattice(shape, sxy, srgb):
+    """Same vertices, weights and blur neighbours as densecrf's algorithm, so the same filter."""
+    from pmm.crf import _lattice_jit
+    from pmm.crf.fast_backend import pixel_features
+
+    rng = np.random.default_rng(shape[0] * 100 + shape[1])
+    image = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
+    image[: shape[0] // 2] = image[0, 0]  # flat regions share simplices, as in photos
+    features = pixel_features(image, sxy, srgb)
+    offsets, weights, neighbours, m = _lattice_jit.build_lattice(features)
+    index, ref_offsets, ref_weights = _reference_lattice(features)
+    assert m == len(index)
+    np.testing.assert_allclose(weights, ref_weights, atol=2e-6)
+    # One-to-one vertex correspondence, consistent over all features.
+    pairs = np.unique(np.stack([offsets.ravel(), ref_offsets.ravel()]), axis=1)
+    assert pairs.shape[1] == m and np.unique(pairs[0]).size == m and np.unique(pairs[1]).size == m
+    values = rng.random((features.shape[0], 2)).astype(np.float32)
+    alpha = np.float32(1.0 / (1.0 + 2.0 ** -features.shape[1]))
+    filtered = _lattice_jit.slice_all(offsets, weights, _lattice_jit.blur(
+        _lattice_jit.splat_all(offsets, weights, values, m), neighbours), alpha)
+    np.testing.assert_allclose(filtered, _reference_filter(index, ref_offsets, ref_weights, values), rtol=1e-4, atol=1e-4)
+
+
+def test_compiled_lattice_refuses_features_out_of_range():
+    from pmm.crf import _lattice_jit
+
+    with pytest.raises(ValueError, match="out of range"):
+        _lattice_jit.build_lattice(np.array([[0.0, 0.0, 0.0, 0.0, 0.0], [3e6, -3e6, 3e6, -3e6, 3e6]], np.float32))
 
 
 def test_fast_multi_label_problems_are_the_reference(photos):

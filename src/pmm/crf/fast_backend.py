@@ -6,31 +6,32 @@ bilateral lattice and 267 ms in the 10 mean-field iterations (both kernels filte
 every pixel through pydensecrf's permutohedral lattice). The lattices depend on the image only, yet
 ``DenseCRF2D`` rebuilds them for every class; and most pixels are settled after one iteration.
 
-This backend keeps pydensecrf's model and its bilateral lattice arithmetic, and changes how the work
-is shared:
+This backend keeps pydensecrf's model and its lattice arithmetic, and changes how the work is
+shared:
 
-- the bilateral lattice is built once per image (vectorised numpy, float32 step for step like
-  densecrf's ``Permutohedral``: elevation, rounding, simplex ranks, barycentric weights, the
-  ``[1/2, 1, 1/2]`` blur along the d + 1 axes, the ``1 / (1 + 2^-d)`` slice factor, symmetric
-  normalisation), whatever the number of classes; splat and slice are one sparse N x M matrix;
+- the bilateral lattice is built once per image, whatever the number of classes, by compiled code
+  (``pmm.crf._lattice_jit``, numba): densecrf's ``Permutohedral`` float32 step for step (elevation,
+  rounding, simplex ranks, barycentric weights, the ``[1/2, 1, 1/2]`` blur along the d + 1 axes, the
+  ``1 / (1 + 2^-d)`` slice factor, symmetric normalisation), with a hash per distinct simplex instead
+  of one per vertex of every pixel (a 513 x 513 photo has 9k-170k simplices and 2k-42k vertices);
 - with Potts compatibilities a two-label problem needs only its foreground channel:
   ``K(1 - q) = K 1 - K q`` with ``K 1`` the image's constant; the first iteration filters all K
-  problems at once as the columns of one matrix;
+  problems at once as K channels of one splat / blur / slice;
 - pixels whose logit passes +-12 after the first iteration (Q within 6e-6 of 0 or 1) are frozen:
-  their splat is kept in lattice space and only the remaining pixels (about 5-15 %) are filtered;
+  their splat is kept in lattice space and only the remaining pixels (about 5-15 %) are splatted
+  and sliced (the blur of the small lattice is cheap);
 - the spatial kernel (sxy = 3) is an exact separable Gaussian convolution (OpenCV) over the window
   of the active pixels; pydensecrf's 2-d lattice approximates that Gaussian (impulse-response std
   2.9-3.1 px), and building it cost 7 % of the reference's time.
 
-Multi-label problems (the segmentation stage, P = 1) go to the pydensecrf loop: its SSE filtering of
-L channels beat a numpy path of this kind (1.7x slower, measured at L = 3 and 21).
+Multi-label problems (the segmentation stage, P = 1) go to the pydensecrf loop: there is no work to
+share between problems, and its SSE filtering of L channels is as fast as a compiled splat/slice.
 
-Measured (benchmarks/RESULTS.md; 14 voc_samples photos, CAMs from the ground truth, alpha 13,
-process CPU time, a 2-core machine shared at load average 7-9): PPMG end to end 2.75-2.8x the
-reference loop's images/s per core (the CRF calls alone, freezing at 10: 3.2-3.5x at that load, 4.1x
-at load ~1), label maps equal to the reference's on 99.91 % of the pixels, mIoU 0.7775 vs 0.7790.
-With ``grid_gaussian = False, freeze_logit = None`` the
-marginals equal pydensecrf's to float rounding (max |dQ| 0.006, 100 % of the labels; tested).
+Measured by ``python benchmarks/bench_crf.py`` (benchmarks/RESULTS.md; 14 voc_samples photos, CAMs
+from the ground truth, alpha 13, process CPU time, one thread): PPMG end to end 4.1x the reference
+loop's images/s per core (the numpy lattice this replaced: 2.8x), label maps equal to the
+reference's on 99.91 % of the pixels, mIoU 0.7775 vs 0.7790. With ``grid_gaussian = False,
+freeze_logit = None`` the marginals equal pydensecrf's to float rounding (tested).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import numpy as np
 
 from pmm.crf import CRFBackend, CRFParams, get_crf_backend, register_crf_backend
 
-__all__ = ["FastBackend", "PermutohedralLattice", "pixel_features"]
+__all__ = ["FastBackend", "LatticeKernel", "pixel_features"]
 
 
 def pixel_features(image: np.ndarray, sxy: float, srgb: float | None = None) -> np.ndarray:
@@ -63,266 +64,55 @@ def pixel_features(image: np.ndarray, sxy: float, srgb: float | None = None) -> 
     return np.stack(columns, axis=1)
 
 
-def _group(codes: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``np.unique(codes, return_index=True, return_inverse=True)`` for codes in ``[0, span)``.
-
-    One sort of ``code << b | index`` (numpy's SIMD sort) instead of an argsort, when both fit in 63 bits.
-    """
-    n = int(codes.size)
-    bits = max(1, (n - 1).bit_length())
-    if span >= 2 ** (62 - bits):
-        unique, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
-        return unique, first, inverse.reshape(-1)
-    packed = (codes << bits) | np.arange(n, dtype=np.int64)
-    packed.sort()
-    order = packed & ((1 << bits) - 1)
-    packed >>= bits
-    new = np.empty(n, dtype=bool)
-    new[0] = True
-    np.not_equal(packed[1:], packed[:-1], out=new[1:])
-    inverse = np.empty(n, dtype=np.int64)
-    inverse[order] = np.cumsum(new) - 1
-    return packed[new], order[new], inverse
-
-
-class PermutohedralLattice:
-    """Krähenbühl's permutohedral lattice (densecrf's ``Permutohedral``), built vectorised in numpy.
-
-    The arithmetic follows ``Permutohedral::init`` / ``seqCompute`` step by step in float32, so a
-    filter agrees with pydensecrf's to rounding.
-
-    Attributes:
-        num_points: N.
-        dim: d, the feature dimension.
-        num_vertices: M, the lattice points that carry a value.
-        offsets: N x (d + 1) lattice point (intp) of each simplex vertex of each feature.
-        weights: N x (d + 1) float32 barycentric weights.
-        neighbours: (d + 1) x 2 x M blur neighbours (intp) along each lattice axis; M marks a missing one.
-        alpha: the slice factor ``1 / (1 + 2^-d)``.
-    """
-
-    # Pixels are located in cache-sized chunks: the per-pixel stage is a few dozen numpy passes.
-    CHUNK = 32768
-
-    def __init__(self, features: np.ndarray):
-        features = np.asarray(features, dtype=np.float32)
-        if features.ndim != 2 or features.shape[1] < 1 or features.shape[0] < 1:
-            raise ValueError(f"features must be N x d with N, d >= 1, got shape {features.shape}")
-        n, d = features.shape
-        columns = np.ascontiguousarray(features.T)
-        self.num_points, self.dim = n, d
-        self.alpha = 1.0 / (1.0 + 2.0 ** (-d))
-        self.weights = np.empty((n, d + 1), dtype=np.float32)
-        rem0 = np.empty((d + 1, n), dtype=np.int16)  # remainder-0 point, in units of d + 1
-        rank = np.empty((d + 1, n), dtype=np.int8)
-        for begin in range(0, n, self.CHUNK):
-            part = slice(begin, min(begin + self.CHUNK, n))
-            self._locate(columns[:, part], self.weights[part], rem0[:, part], rank[:, part])
-
-        # Features in the same simplex (same rem0 and ranks) share their d + 1 vertices.
-        rem_lo = rem0[:d].min(axis=1).astype(np.int64)
-        rem_span = rem0[:d].max(axis=1).astype(np.int64) - rem_lo + 1
-        mults, span = [], 1
-        for i in range(d):
-            mults.append(span)
-            span *= int(rem_span[i])
-        for i in range(d):
-            mults.append(span)
-            span *= d + 1
-        if span >= 2**52:
-            raise ValueError("lattice coordinates out of range (features far too large for their kernel width)")
-        mults = np.asarray(mults, dtype=np.float64)
-        code = np.empty(n, dtype=np.int64)
-        shift = np.concatenate([rem_lo, np.zeros(d, dtype=np.int64)]).astype(np.float64)[:, None]
-        for begin in range(0, n, self.CHUNK):
-            part = slice(begin, min(begin + self.CHUNK, n))
-            stacked = np.concatenate([rem0[:d, part], rank[:d, part]]).astype(np.float64)
-            stacked -= shift
-            code[part] = mults @ stacked  # exact: below 2^52
-        _, first, simplex_of = _group(code, span)
-        s_rem0 = rem0[:d, first].astype(np.int64)  # d x U
-        s_rank = rank[:, first]  # (d + 1) x U
-
-        # Vertex r of a simplex: key[i] = (d+1) rem0[i] + canonical[r][rank[i]] with
-        # canonical[r][j] = r if j <= d - r else r - (d + 1); the last coordinate is implied. Encoded
-        # with a margin of d + 1 for the blur neighbours: enc(r) = enc(r - 1) + sum(mult)
-        # - (d + 1) mult[the coordinate of rank d + 1 - r].
-        lo = (d + 1) * s_rem0.min(axis=1) - d - (d + 1)
-        spans = (d + 1) * (s_rem0.max(axis=1) - s_rem0.min(axis=1)) + 2 * d + 2 * (d + 1) + 1
-        if float(np.prod(spans.astype(np.float64))) >= 2.0**62:
-            raise ValueError("lattice coordinates out of range (features far too large for their kernel width)")
-        key_mult = np.cumprod(np.concatenate([[1], spans[:-1]])).astype(np.int64)
-        u = s_rem0.shape[1]
-        base = ((d + 1) * s_rem0 - lo[:, None]).T @ key_mult  # U
-        by_rank_mult = np.zeros(u * (d + 1), dtype=np.int64)
-        urow = np.arange(0, u * (d + 1), d + 1, dtype=np.int64)
-        for i in range(d):
-            by_rank_mult[urow + s_rank[i]] = key_mult[i]
-        by_rank_mult = by_rank_mult.reshape(u, d + 1)
-        step = int(key_mult.sum())
-        encoded = np.empty((u, d + 1), dtype=np.int64)
-        encoded[:, 0] = base
-        for r in range(1, d + 1):
-            np.subtract(encoded[:, r - 1] + step, (d + 1) * by_rank_mult[:, d + 1 - r], out=encoded[:, r])
-        vertices, _, vertex_of = _group(encoded.reshape(-1), int(np.prod(spans)))
-        m = int(vertices.size)
-        self.num_vertices = m
-        self.offsets = vertex_of.reshape(u, d + 1)[simplex_of]
-
-        # Blur neighbours along axis j: key - 1 everywhere except key[j] + d (j < d), and the opposite.
-        neighbours = np.empty((d + 1, 2, m), dtype=np.intp)
-        for j in range(d + 1):
-            delta = -int(key_mult.sum()) + ((d + 1) * int(key_mult[j]) if j < d else 0)
-            for side, sign in enumerate((1, -1)):
-                wanted = vertices + sign * delta
-                pos = np.minimum(np.searchsorted(vertices, wanted), m - 1)
-                neighbours[j, side] = np.where(vertices[pos] == wanted, pos, m)
-        self.neighbours = neighbours
-
-    @staticmethod
-    def _locate(columns: np.ndarray, weights: np.ndarray, rem0_out: np.ndarray, rank_out: np.ndarray) -> None:
-        """The enclosing simplex (remainder-0 point, ranks) and barycentric weights of d x n features.
-
-        Follows densecrf's ``Permutohedral::init`` in float32.
-        """
-        d, n = columns.shape
-        f32 = np.float32
-        inv_std_dev = f32(math.sqrt(2.0 / 3.0) * (d + 1))
-        scale = [f32(1.0 / math.sqrt((i + 2) * (i + 1)) * float(inv_std_dev)) for i in range(d)]
-
-        # Elevate onto the hyperplane sum(x) = 0 of R^(d+1) (Adams et al. 2010, p. 5).
-        elevated = np.empty((d + 1, n), dtype=f32)
-        running = np.zeros(n, dtype=f32)
-        for j in range(d, 0, -1):
-            cf = columns[j - 1] * scale[j - 1]
-            np.subtract(running, f32(j) * cf, out=elevated[j])
-            running += cf
-        elevated[0] = running
-
-        # The closest remainder-0 lattice point, coordinate by coordinate (ties round down); rem0 is
-        # kept in units of d + 1 (float32 holds these small integers exactly).
-        down_factor = f32(1.0) / f32(d + 1)
-        up_factor = f32(d + 1)
-        v = elevated * down_factor
-        up = np.ceil(v)
-        rem0 = np.floor(v, out=v)
-        rem0 += up * up_factor - elevated < elevated - rem0 * up_factor  # ceil = floor + 1 there
-        total = rem0.sum(axis=0).astype(np.int8)  # small integers: |total| <= d + 1
-        diffs = elevated - rem0 * up_factor
-
-        # rank[i] = #{j: diff_j > diff_i} + #{j < i: diff_j == diff_i} (the C++ pairwise loop).
-        rank = np.zeros((d + 1, n), dtype=np.int8)
-        for i in range(d):
-            for j in range(i + 1, d + 1):
-                smaller = diffs[i] < diffs[j]
-                rank[i] += smaller
-                rank[j] += ~smaller
-        rank += total
-        wrap = (rank < 0).view(np.int8) - (rank > d).view(np.int8)
-        rank += wrap * np.int8(d + 1)
-        rem0 += wrap
-
-        # Barycentric coordinates (p. 10): coordinate i adds +v at d - rank and -v at d - rank + 1,
-        # so slot m gets v[rank d - m] - v[rank d - m + 1] (and slot 0 wraps around).
-        v = (elevated - rem0 * up_factor) * down_factor
-        by_slot = np.empty(n * (d + 1), dtype=f32)  # by_slot[m] = v of the coordinate of rank d - m
-        row = np.arange(d, n * (d + 1), d + 1, dtype=np.int64)
-        for i in range(d + 1):
-            by_slot[row - rank[i]] = v[i]
-        by_slot = by_slot.reshape(n, d + 1)
-        np.subtract(by_slot[:, 1:], by_slot[:, :-1], out=weights[:, 1:])
-        weights[:, 0] = (by_slot[:, 0].astype(np.float64) + (1.0 - by_slot[:, d].astype(np.float64))).astype(f32)
-        rem0_out[...] = rem0
-        rank_out[...] = rank
-
-    def matrix(self, row_scale: np.ndarray | None = None):
-        """The N x M splat/slice matrix (scipy CSR, float32), rows optionally scaled."""
-        import scipy.sparse as sp
-
-        n, k = self.num_points, self.dim + 1
-        data = self.weights if row_scale is None else self.weights * row_scale.astype(np.float32)[:, None]
-        return sp.csr_matrix((data.reshape(-1), self.offsets.reshape(-1), np.arange(0, n * k + 1, k)),
-                             shape=(n, self.num_vertices))
-
-    def matrix_from(self, weights: np.ndarray):
-        """The N x M CSR matrix with these N x (d + 1) entries at the vertices' columns (int32 indices)."""
-        import scipy.sparse as sp
-
-        n, k = self.num_points, self.dim + 1
-        matrix = sp.csr_matrix((self.num_points, self.num_vertices), dtype=np.float32)
-        matrix.data = weights.reshape(-1)
-        matrix.indices = self.offsets.reshape(-1).astype(np.int32)
-        matrix.indptr = np.arange(0, n * k + 1, k, dtype=np.int32)
-        return matrix
-
-    def blur(self, values: np.ndarray) -> np.ndarray:
-        """The ``[1/2, 1, 1/2]`` blur along the d + 1 lattice axes of M or M x C values (a new array)."""
-        m = self.num_vertices
-        buffer = np.zeros((m + 1,) + values.shape[1:], dtype=values.dtype)
-        buffer[:m] = values
-        scratch = np.zeros_like(buffer)
-        for j in range(self.dim + 1):
-            n1, n2 = self.neighbours[j]
-            np.add(buffer[n1], buffer[n2], out=scratch[:m])
-            scratch[:m] *= 0.5
-            scratch[:m] += buffer[:m]
-            buffer, scratch = scratch, buffer
-        return buffer[:m]
-
-    def filter(self, values: np.ndarray) -> np.ndarray:
-        """pydensecrf's ``Permutohedral::compute`` of N or N x C values."""
-        a = self.matrix()
-        return (a @ self.blur(a.T @ values)) * np.float32(self.alpha)
-
-
 class LatticeKernel:
     """A symmetric-normalised permutohedral kernel of an image: ``K~ q = n * (K (n * q))``, ``n = (K 1)^-1/2``.
 
-    Filters all pixels through a CSR matrix, or only the active pixels by gathers, the frozen pixels'
-    contribution kept as lattice values.
+    The lattice is compiled (``pmm.crf._lattice_jit``). All pixels are filtered at once, or, in the
+    active-set iterations, only the active pixels are splatted and sliced, the frozen ones' splat
+    kept as lattice values; the blur runs over the whole lattice, which is small (0.8-16 % of N
+    vertices on the voc_samples photos with PPMG's bilateral settings).
     """
 
     def __init__(self, features: np.ndarray, weight: float):
+        from pmm.crf import _lattice_jit as jit
+
+        self.jit = jit
         self.weight = weight
-        self.lattice = lattice = PermutohedralLattice(features)
-        # K 1 without a matrix: splat the weights, blur, slice.
-        splat = np.bincount(lattice.offsets.reshape(-1), weights=lattice.weights.reshape(-1),
-                            minlength=lattice.num_vertices).astype(np.float32)
-        blurred = lattice.blur(splat)
-        raw = np.einsum("ij,ij->i", blurred[lattice.offsets], lattice.weights) * np.float32(lattice.alpha)
-        norm = (1.0 / np.sqrt(raw.astype(np.float64) + 1e-20)).astype(np.float32)
-        self.scaled_weights = lattice.weights * norm[:, None]  # splat and slice weights, n folded in
-        self.matrix = lattice.matrix_from(self.scaled_weights)
+        self.alpha = np.float32(1.0 / (1.0 + 2.0 ** (-features.shape[1])))
+        self.offsets, weights, self.neighbours, self.num_vertices = jit.build_lattice(features)
+        norm = jit.kernel_norm(self.offsets, weights, self.neighbours, self.num_vertices, self.alpha)
+        weights *= norm[:, None]  # splat and slice weights with the symmetric normalisation folded in
+        self.scaled_weights = weights
 
     def apply(self, values: np.ndarray, factor: float = 1.0) -> np.ndarray:
         """``factor * K~ values`` of all pixels, N or N x C float32 values."""
-        blurred = self.lattice.blur(self.matrix.T @ values)
-        blurred *= np.float32(factor * self.lattice.alpha)
-        return self.matrix @ blurred
-
-    def _splat(self, offsets: np.ndarray, weights: np.ndarray, values: np.ndarray) -> np.ndarray:
-        return np.bincount(offsets.reshape(-1), weights=(weights * values[:, None]).reshape(-1),
-                           minlength=self.lattice.num_vertices)
+        jit = self.jit
+        columns = np.ascontiguousarray(values.reshape(values.shape[0], -1), dtype=np.float32)
+        lattice = jit.blur(jit.splat_all(self.offsets, self.scaled_weights, columns, self.num_vertices), self.neighbours)
+        out = jit.slice_all(self.offsets, self.scaled_weights, lattice, np.float32(factor) * self.alpha)
+        return out.reshape(values.shape)
 
     def start(self, active: np.ndarray, q: np.ndarray) -> list:
-        """State of one problem's active-set iteration (q: all N marginals)."""
-        offsets, weights = self.lattice.offsets[active], self.scaled_weights[active]
-        frozen = np.asarray(self.matrix.T @ q, dtype=np.float64) - self._splat(offsets, weights, q[active])
-        return [offsets, weights, frozen]
+        """State of one problem's active-set iteration (q: all N marginals): active rows, frozen splat."""
+        jit = self.jit
+        frozen = jit.splat_all(self.offsets, self.scaled_weights, q.astype(np.float64)[:, None], self.num_vertices)[:, 0]
+        jit.splat_rows(self.offsets, self.scaled_weights, active, q[active], -1.0, frozen)
+        return [active, frozen]
 
     def message(self, state: list, q: np.ndarray, q_active: np.ndarray, factor: float) -> np.ndarray:
         """``factor * K~ q`` at the active pixels."""
-        offsets, weights, frozen = state
-        blurred = self.lattice.blur(frozen + self._splat(offsets, weights, q_active))
-        blurred *= factor * self.lattice.alpha
-        return np.einsum("ij,ij->i", blurred[offsets], weights)
+        jit = self.jit
+        active, frozen = state
+        lattice = frozen.copy()
+        jit.splat_rows(self.offsets, self.scaled_weights, active, q_active, 1.0, lattice)
+        blurred = jit.blur_vector(lattice, self.neighbours)
+        return jit.slice_rows(self.offsets, self.scaled_weights, blurred, active, float(factor * self.alpha))
 
     def freeze(self, state: list, done: np.ndarray, q_active: np.ndarray) -> None:
         """Move the ``done`` active pixels (a mask over the active ones) to the frozen lattice values."""
-        offsets, weights, frozen = state
-        frozen += self._splat(offsets[done], weights[done], q_active[done])
-        keep = ~done
-        state[0], state[1] = offsets[keep], weights[keep]
+        active, frozen = state
+        self.jit.splat_rows_masked(self.offsets, self.scaled_weights, active, q_active, done, 1.0, frozen)
+        state[0] = active[~done]
 
 
 class GridGaussianKernel:
