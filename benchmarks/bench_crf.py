@@ -93,7 +93,7 @@ def load_samples(root: Path = VOC_SAMPLES) -> list[Sample]:
 
 def calibrated_alpha(samples: list[Sample]) -> tuple[float, float]:
     """(best background threshold of the CAMs' arg-max pseudo-masks, the alpha it implies)."""
-    from pmm.metrics import confusion_matrix, mean_iou
+    from pmm.scoring.metrics import confusion_matrix, mean_iou
     from pmm.pseudo.ppmg import alpha_from_threshold, cam_argmax
 
     best = (-1.0, 0.5)
@@ -144,7 +144,7 @@ def run_seg(samples: list[Sample], backend: str) -> Run:
 
 
 def score(samples: list[Sample], maps: list[np.ndarray]) -> float:
-    from pmm.metrics import confusion_matrix, mean_iou
+    from pmm.scoring.metrics import confusion_matrix, mean_iou
 
     return mean_iou(sum(confusion_matrix(m, s.mask, NUM_CLASSES) for s, m in zip(samples, maps)))
 

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from pmm.cam.inference import ThresholdSweep, default_thresholds, normalize_cams
+from pmm.cam.module import normalize_cams
+from pmm.scoring.sweep import ThresholdSweep, default_thresholds
 from pmm.cam.net import CAMNet, CAMNetwork
 from pmm.errors import PmmError
-from pmm.metrics import confusion_matrix
+from pmm.scoring.metrics import confusion_matrix
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pmm.data.coco import coco_class_names, convert_coco_to_voc, main
+from pmm.prepare import main
+from pmm.prepare.coco import coco_class_names, convert_coco_to_voc
 from pmm.data.voc import load_voc_split
 from pmm.errors import PmmError
 from pmm.io import load_mask
@@ -227,7 +228,7 @@ def test_other_category_set_is_refused(coco, tmp_path):
 def test_cli(coco, tmp_path, capsys):
     annotation_file, images = coco
     out = tmp_path / "voc"
-    argv = ["--annotations", str(annotation_file), "--images", str(images), "--out", str(out),
+    argv = ["coco", "--annotations", str(annotation_file), "--images", str(images), "--out", str(out),
             "--split", "val", "--copy", "--limit", "2", "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr().out

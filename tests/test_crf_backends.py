@@ -13,7 +13,7 @@ import pytest
 
 from pmm.crf import CRF_BACKENDS, PSEUDO_CRF, SEG_CRF, dense_crf, get_crf_backend, unary_from_probs
 from pmm.io import load_image, load_mask
-from pmm.metrics import confusion_matrix, mean_iou
+from pmm.scoring.metrics import confusion_matrix, mean_iou
 from pmm.pseudo.cov import cov_smooth
 from pmm.pseudo.ppmg import alpha_from_threshold, ppmg
 

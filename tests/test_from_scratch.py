@@ -7,9 +7,9 @@ import torch
 
 from pmm.cam.net import CAMNet
 from pmm.errors import PmmError
-from pmm.input_encoding import InputEncoding, edge_magnitude
+from pmm.nets.encoding import InputEncoding, edge_magnitude
 from pmm.seg.model import Segmenter
-from pmm.stages.common import epochs_for_min_steps
+from pmm.runtime.trainer import epochs_for_min_steps
 
 
 def two_colour_square(inside: tuple[float, float, float], outside: tuple[float, float, float]) -> torch.Tensor:

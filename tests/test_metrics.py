@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pmm.metrics import confusion_matrix, mean_iou, per_class_iou, per_class_precision_recall, segmentation_report
+from pmm.scoring.metrics import confusion_matrix, mean_iou, per_class_iou, per_class_precision_recall, segmentation_report
 
 
 def test_confusion_matrix_hand_counts_with_ignore():

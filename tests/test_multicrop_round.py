@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pmm.cam.multicrop_data import CropClassificationDataset, EpochSampler, split_key
+from pmm.cam.crop_dataset import CropClassificationDataset, EpochSampler, split_key
 from pmm.io import save_mask
 
 

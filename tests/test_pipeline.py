@@ -19,7 +19,7 @@ from PIL import Image
 import pmm
 from pmm.errors import PmmError
 from pmm.io import load_mask
-from pmm.metrics import confusion_matrix, mean_iou
+from pmm.scoring.metrics import confusion_matrix, mean_iou
 from pmm.run import run_pipeline
 
 CONF_DIR = str(Path(pmm.__file__).parent / "conf")

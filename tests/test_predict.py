@@ -13,6 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
+from pmm.data.voc import VOC_CLASS_NAMES
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "src" / "pmm" / "conf"
 
 
@@ -101,7 +103,7 @@ def test_predict_writes_masks_overlays_and_shares(tiny_ckpt, tmp_path, caplog):
         with Image.open(out / "overlays" / f"{name}.jpg") as overlay:
             assert overlay.mode == "RGB" and (overlay.height, overlay.width) == size
         shares = json.loads((out / "shares" / f"{name}.json").read_text())
-        assert abs(sum(shares.values()) - 1) < 1e-4 and set(shares) <= set(predict.default_class_names(21))
+        assert abs(sum(shares.values()) - 1) < 1e-4 and set(shares) <= set(VOC_CLASS_NAMES)
         from pmm.data.voc import VOC_CLASS_NAMES
 
         expected = {VOC_CLASS_NAMES[c]: n / values.size for c, n in zip(*np.unique(values, return_counts=True))}
@@ -167,7 +169,7 @@ def eval_context(voc_copy: Path, tmp_path: Path, tiny_ckpt: Path, *overrides: st
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from pmm.context import RunContext
+    from pmm.runtime.context import RunContext
 
     run_dir = tmp_path / "run"
     GlobalHydra.instance().clear()
@@ -234,8 +236,6 @@ def test_eval_with_masks_still_scores(voc_copy, tmp_path, tiny_ckpt):
         evaluate.run(ctx)
 
 
-@pytest.mark.skipif("eval_split" not in Path(__file__).resolve().parents[1].joinpath("src/pmm/run.py").read_text(),
-                    reason="pmm.run loads data.val_split with masks required until run.py uses pmm.stages.eval.eval_split")
 def test_stage_eval_command_exports(voc_copy, tmp_path, tiny_ckpt):
     import subprocess
 

@@ -11,7 +11,7 @@ import pytest
 
 from pmm.crf import CRFParams
 from pmm.io import load_image, load_mask
-from pmm.metrics import confusion_matrix, mean_iou
+from pmm.scoring.metrics import confusion_matrix, mean_iou
 from pmm.pseudo import (
     CRF_BACKENDS,
     alpha_from_threshold,

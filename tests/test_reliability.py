@@ -17,13 +17,13 @@ from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
 import pmm
-import pmm.ckpt_io as ckpt_io
+import pmm.checkpoints as ckpt_io
 import pmm.data.voc as voc
-from pmm.ckpt_io import AtomicCheckpointIO, read_pmm_checkpoint
+from pmm.checkpoints import AtomicCheckpointIO, read_pmm_checkpoint
 from pmm.data.voc import VOC_CLASS_NAMES, load_voc_split
 from pmm.errors import PmmError
 from pmm.io import load_image, load_mask, mask_decodes
-from pmm.validation import validate_config
+from pmm.settings import validate_config
 
 CONF_DIR = str(Path(pmm.__file__).parent / "conf")
 

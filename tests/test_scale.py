@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pmm.io import load_mask
-from pmm.metrics import confusion_matrix, mean_iou
+from pmm.scoring.metrics import confusion_matrix, mean_iou
 
 TINY = ["debug=default", "data.generate.num_train=16", "data.generate.num_val=6", "cyclic.every_n_epochs=1",
         "cyclic.scales=[1.0]", "cyclic.flip=false"]

@@ -1,5 +1,5 @@
 """SEAM (pmm.cam.seam): the PCM, the losses against hand-computed values, the network; the
-multi-crop round's crop sampler, crop labels and inference windows (pmm.cam.multicrop)."""
+multi-crop round's crop sampler, crop labels and inference windows (pmm.cam.crops)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pmm.cam.multicrop import crop_labels, merge_crops, multicrop_boxes, sample_crop_box, sample_labelled_crop
+from pmm.cam.crops import crop_labels, sample_crop_box, sample_labelled_crop
 from pmm.cam.seam import SEAMNet, max_norm, refine, seam_losses
 
 A = (1 - 1e-5) / (1 + 1e-5)  # a unit peak after SEAM's max normalisation
@@ -292,28 +292,3 @@ def test_labelled_crop_resamples_until_it_holds_a_class():
     # Nothing to find: the last box, with no label.
     box, labels = sample_labelled_crop(np.zeros((50, 50), dtype=np.uint8), 3, rng, tries=5)
     assert not labels.any() and len(box) == 4
-
-
-def test_multicrop_boxes_reference_tiling():
-    # 375 wide fits one 448 crop; 500 high: a 300-pixel tile, then the last 448 flush with the end.
-    assert multicrop_boxes(500, 375, scales=(1.0,)) == [(0, 0, 300, 375), (52, 0, 448, 375)]
-    # At scale 2: 1000 x 750 -> tiles mapped back by 1/2.
-    boxes = multicrop_boxes(500, 375, scales=(2.0,))
-    assert (0, 0, 150, 150) in boxes and len(boxes) == 3 * 3
-    for scale in (0.75, 1.5, 3.0):
-        covered = np.zeros((500, 375), dtype=bool)
-        for top, left, h, w in multicrop_boxes(500, 375, scales=(scale,)):
-            covered[top : top + h, left : left + w] = True
-        # The authors map tiles back by truncation: the last row / column may stay uncovered.
-        assert covered[:-1, :-1].all()
-
-
-def test_merge_crops_reassembles_a_known_map():
-    rng = np.random.default_rng(0)
-    full = rng.random((2, 50, 40)).astype(np.float32)
-    boxes = multicrop_boxes(50, 40, scales=(1.0, 2.0), crop_size=30, stride=20)
-    maps = [full[:, t : t + h, l : l + w] for t, l, h, w in boxes]
-    np.testing.assert_allclose(merge_crops(maps, boxes, 50, 40), full, atol=1e-6)
-    # Overlaps are averaged: two constant crops overlapping in one column.
-    merged = merge_crops([np.full((1, 2, 3), 1.0), np.full((1, 2, 3), 3.0)], [(0, 0, 2, 3), (0, 2, 2, 3)], 2, 6)
-    np.testing.assert_allclose(merged[0, 0], [1, 1, 2, 3, 3, 0])

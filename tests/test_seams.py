@@ -177,7 +177,7 @@ def preset_files(group: str) -> list[str]:
 def test_every_preset_composes_and_validates(group):
     from omegaconf import OmegaConf
 
-    from pmm.validation import validate_config
+    from pmm.settings import validate_config
 
     for name in preset_files(group):
         cfg = compose_config([f"{group}={name}"])

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from pmm.data.datasets import SegmentationDataset
-from pmm.data.seeding import derive_seed, seed_transform, seeded_loader
+from pmm.data.transforms import seed_transform
+from pmm.runtime.loaders import derive_seed, seeded_loader
 from pmm.data.transforms import (
     CatMaxRandomCrop,
     PhotoMetricDistortion,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pmm.tta import TTAConfig, group_by_size, rescaled_size, sliding_windows, tta_maps, tta_over_images
+from pmm.nets.tta import TTAConfig, group_by_size, rescaled_size, sliding_windows, tta_maps, tta_over_images
 
 
 def identity_maps(x: torch.Tensor) -> torch.Tensor:

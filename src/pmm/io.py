@@ -23,14 +23,16 @@ from PIL import Image, UnidentifiedImageError
 from pmm.errors import PmmError
 
 
-def _default_file_mode() -> int:
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
 
 
-# mkstemp creates owner-only files; outputs should get the permissions a plain open() would give.
-_FILE_MODE = _default_file_mode()
+# mkstemp / mkdtemp create owner-only files and folders; outputs get the permissions a plain
+# open() / mkdir() would give.
+FILE_MODE = 0o666 & ~_umask()
+FOLDER_MODE = 0o777 & ~_umask()
 
 
 def voc_palette(num_colors: int = 256) -> list[int]:
@@ -58,7 +60,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
     os.close(handle)
-    os.chmod(tmp_name, _FILE_MODE)
+    os.chmod(tmp_name, FILE_MODE)
     tmp = Path(tmp_name)
     try:
         yield tmp

@@ -178,10 +178,6 @@ class ImageFiles:
         return {"index": index, "image": image, "error": error}
 
 
-def _list_collate(batch: list[dict]) -> list[dict]:
-    return batch
-
-
 # ------------------------------------------------------------------------------------------- outputs
 
 def class_shares(mask: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
@@ -190,32 +186,6 @@ def class_shares(mask: np.ndarray, class_names: Sequence[str]) -> dict[str, floa
     total = max(int(counts.sum()), 1)
     order = sorted(np.flatnonzero(counts), key=lambda c: (-counts[c], c))
     return {class_names[c]: round(float(counts[c]) / total, 6) for c in order}
-
-
-def default_class_names(num_classes: int) -> list[str]:
-    from pmm.data.voc import VOC_CLASS_NAMES
-
-    if num_classes == len(VOC_CLASS_NAMES):
-        return list(VOC_CLASS_NAMES)
-    return ["background"] + [f"class_{index}" for index in range(1, num_classes)]
-
-
-def load_segmenter(path) -> tuple[object, list[str], dict]:
-    """(network, class names, spec) of a ``stage=seg`` checkpoint; class names from its hyper-parameters."""
-    from pmm.checkpoints import load_network
-
-    if path is None or str(path).strip() == "":
-        raise PmmError("seg_ckpt is not set; give a checkpoint written by stage=seg: seg_ckpt=RUN/checkpoints/seg/last.ckpt")
-    net, spec, checkpoint = load_network(path, "seg_ckpt", "seg")
-    num_classes = int(getattr(net, "num_classes", spec.get("num_classes") or 0))
-    names = list(checkpoint["hyper_parameters"].get("class_names") or [])
-    if not names:
-        names = default_class_names(num_classes)
-        log.warning("seg_ckpt=%s carries no class names: using %s", path, ", ".join(names[:4]) + ("..." if len(names) > 4 else ""))
-    if num_classes and len(names) != num_classes:
-        raise PmmError(f"seg_ckpt={path}: the network predicts {num_classes} classes but the checkpoint names "
-                       f"{len(names)}; was it written by another pmm version?")
-    return net, names, spec
 
 
 def resolve_device(value) -> str:
@@ -234,7 +204,7 @@ def resolve_device(value) -> str:
 
 
 def _check_settings(cfg: DictConfig) -> None:
-    from pmm.validation import RULES, Num, validate_config
+    from pmm.settings import RULES, Num, validate_config
 
     validate_config(cfg)  # eval.* and crf.* as for pmm.run (the keys a predict config lacks are skipped)
     extra = {"num_workers": Num(integer=True, ge=0), "overlay_alpha": Num(ge=0, le=1)}
@@ -252,11 +222,13 @@ def predict(cfg: DictConfig) -> dict:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from pmm.ckpt_io import check_writable
+    from pmm.checkpoints import check_writable
+    from pmm.data.datasets import list_collate
     from pmm.crf import CRFParams
     from pmm.io import save_image, save_mask, write_json
-    from pmm.seg.cyclic import segment_images
-    from pmm.tta import TTAConfig
+    from pmm.seg.inference import segment_images
+    from pmm.seg.model import load_segmenter
+    from pmm.nets.tta import TTAConfig
     from pmm.viz import overlay_mask
 
     _check_settings(cfg)
@@ -283,7 +255,7 @@ def predict(cfg: DictConfig) -> dict:
     workers = int(cfg.get("num_workers") or 0)
     workers = min(workers, max(0, len(paths) // max(batch_size, 1)))  # worker start-up is wasted on a few images
     files = DataLoader(ImageFiles(paths), batch_size=batch_size, shuffle=False, num_workers=workers,
-                       collate_fn=_list_collate)
+                       collate_fn=list_collate)
     alpha = float(cfg.get("overlay_alpha", 0.5))
     records: dict[int, dict] = {}
     failed: list[dict] = []

@@ -21,7 +21,7 @@ import pytorch_lightning as pl  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from pmm.context import RunContext  # noqa: E402
+from pmm.runtime.context import RunContext  # noqa: E402
 from pmm.errors import PmmError  # noqa: E402
 
 log = logging.getLogger("pmm")
@@ -54,10 +54,10 @@ def stages_to_run(cfg: DictConfig, run_dir: Path) -> tuple[str, ...]:
     stages = PIPELINES[cfg.stage]
     if cfg.stage != "all" or not cfg.get("ckpt_path"):
         return stages
-    from pmm.checkpoints import _load, checkpoint_stage
+    from pmm.checkpoints import ANY_STAGE, checkpoint_stage, read_pmm_checkpoint
 
-    found = checkpoint_stage(_load(Path(cfg.ckpt_path), "ckpt_path", "any", resume=True))
-    if found == "cam":
+    found = checkpoint_stage(read_pmm_checkpoint(Path(cfg.ckpt_path), "ckpt_path", ANY_STAGE, resume=True))
+    if found in ("cam", None):
         return stages
     if not any((run_dir / "pseudo_masks").glob("round_*")):
         raise PmmError(
@@ -70,7 +70,7 @@ def stages_to_run(cfg: DictConfig, run_dir: Path) -> tuple[str, ...]:
 
 def quiet_other_ranks() -> None:
     """Log lines come from rank 0 only; the other ranks keep warnings and errors."""
-    from pmm.distributed import rank
+    from pmm.runtime.distributed import rank
 
     if rank() != 0:
         logging.getLogger("pmm").setLevel(logging.WARNING)
@@ -89,9 +89,9 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
     """Run the stages ``cfg.stage`` names into ``run_dir``; return the run's metrics."""
     if cfg.stage not in PIPELINES:
         raise PmmError(f"stage={cfg.stage}: unknown stage; choose one of {', '.join(PIPELINES)}")
-    from pmm.ckpt_io import check_writable
-    from pmm.smoke import apply_smoke
-    from pmm.validation import validate_config
+    from pmm.checkpoints import check_writable
+    from pmm.runtime.smoke import apply_smoke
+    from pmm.settings import validate_config
 
     apply_smoke(cfg)
     validate_config(cfg)
@@ -102,12 +102,8 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
     ctx = RunContext(cfg, run_dir)
     ctx.prepare_data()
     train_split = ctx.train_split  # index and check the data before any work
-    if cfg.stage == "eval":  # the split may lack ground-truth masks (the VOC test set): predicted, not scored
-        from pmm.stages.eval import eval_split
-
-        val_split = eval_split(ctx)
-    else:
-        val_split = ctx.val_split
+    # stage=eval: the split may lack ground-truth masks (the VOC test set): predicted, not scored
+    val_split = ctx.eval_split if cfg.stage == "eval" else ctx.val_split
     ctx.record(
         stage=cfg.stage,
         data_root=str(ctx.data_root),

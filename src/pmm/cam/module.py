@@ -9,9 +9,20 @@ import torch.nn.functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1Score
 
-from pmm.cam.inference import normalize_cams
-from pmm.optim import build_optimizer_and_poly
-from pmm.tta import TTAConfig, tta_over_images
+from pmm.nets.optim import build_optimizer_and_poly
+from pmm.nets.tta import TTAConfig, tta_over_images
+
+
+def normalize_cams(cams: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Keep the labelled classes (1-based ``labels``) of one image, min-max normalised to [0, 1] each.
+
+    Returns K x H x W for the K labels (K may be 0).
+    """
+    kept = cams[labels - 1]
+    flat = kept.flatten(1)
+    low = flat.min(dim=1).values.view(-1, 1, 1)
+    high = flat.max(dim=1).values.view(-1, 1, 1)
+    return (kept - low) / (high - low).clamp_min(1e-5)
 
 
 class CAMModule(pl.LightningModule):
@@ -25,7 +36,7 @@ class CAMModule(pl.LightningModule):
         optimizer: a partial ``torch.optim`` constructor (Hydra ``_partial_: true``) taking params.
         lr: base learning rate (the network scales it per group).
         poly_power: exponent of the per-step poly decay.
-        tta: :class:`pmm.tta.TTAConfig` fields of CAM inference (scales, flip, mode, window, stride).
+        tta: :class:`pmm.nets.tta.TTAConfig` fields of CAM inference (scales, flip, mode, window, stride).
         net_config: the network's spec (``_target_`` + arguments), saved so a checkpoint rebuilds it.
     """
 

@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pmm.backbone import create_backbone
-from pmm.input_encoding import InputEncoding
+from pmm.nets.backbone import create_backbone
+from pmm.nets.encoding import InputEncoding
 from pmm.nets import ImageNormalize
 
 
@@ -53,7 +53,7 @@ class CAMNet(nn.Module):
         output_stride: 8, 16 or 32 (dilates the last stages).
         out_index: the feature stage the CAMs come from (later stages are dropped).
         dropout: dropout on the features before the classifier.
-        input: what the backbone sees (``rgb``, ``edges``, ``rgb+edges``; :mod:`pmm.input_encoding`).
+        input: what the backbone sees (``rgb``, ``edges``, ``rgb+edges``; :mod:`pmm.nets.encoding`).
         edge_sigma: Gaussian blur before the edge filter of ``edges`` inputs.
         new_layer_lr_mult: learning-rate factor of the classifier (trained from scratch in any case).
     """

@@ -23,9 +23,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from pmm.backbone import create_backbone
+from pmm.nets.backbone import create_backbone
 from pmm.errors import PmmError
-from pmm.input_encoding import InputEncoding
+from pmm.nets.encoding import InputEncoding
 from pmm.nets import ImageNormalize
 
 EPS = 1e-5

@@ -12,7 +12,9 @@ import dataclasses
 import os
 from pathlib import Path
 
-from pmm.data.voc import VOC_CLASS_NAMES, VOCSplit, load_voc_split
+from pmm.data.class_names import read_class_names
+from pmm.data.voc import (VOC_CLASS_NAMES, VOCSplit, load_split_masks_optional, load_voc_split,
+                          missing_mask_ids)
 from pmm.errors import PmmError
 
 
@@ -84,6 +86,27 @@ class VOCDataset:
                 self._splits[key] = dataclasses.replace(split, ids=ids)
         return self._splits[key]
 
+    def missing_mask_ids(self, name: str) -> list[str]:
+        """The ids of split ``name`` without a ground-truth mask file (before any indexing)."""
+        return missing_mask_ids(self.root, name, self.mask_dir, limit=self.limit_images)
+
+    def prediction_split(self, name: str) -> VOCSplit:
+        """Split ``name`` for prediction: masks required when they are all there, optional otherwise.
+
+        A split whose ids lack ground-truth masks (the VOC test set) is predicted and not scored;
+        its images need no labels, so masks are optional whatever ``labels`` says.
+        """
+        key = f"{name}|prediction"
+        if key not in self._splits:
+            if not self.missing_mask_ids(name):
+                self._splits[key] = self.split(name)
+            elif self.label_source == "xml":
+                self._splits[key] = self.split(name, require_masks=False)
+            else:
+                self._splits[key] = load_split_masks_optional(self.root, name, self.class_names, self.image_dir,
+                                                              self.mask_dir, limit=self.limit_images)
+        return self._splits[key]
+
 
 class SyntheticDataset(VOCDataset):
     """The embedded default: generated from a seed on first use (:mod:`pmm.data.synthetic`)."""
@@ -115,10 +138,3 @@ class COCODataset(VOCDataset):
         if self._class_names is None:
             self._class_names = tuple(read_class_names(self.root))
         return self._class_names
-
-
-def read_class_names(root: Path) -> list[str]:
-    """The class list a converted tree carries (``class_names.txt``, else ``class_names.json``)."""
-    from pmm.data.coco import read_class_names as read
-
-    return list(read(root))

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from pmm.errors import PmmError
-from pmm.io import save_image, save_mask, write_json
+from pmm.io import FOLDER_MODE, save_image, save_mask, write_json
 
 SYNTHETIC_CLASS_NAMES: tuple[str, ...] = ("background", "disk", "square", "triangle", "star", "ring", "cross")
 
@@ -550,10 +550,7 @@ def generate_synthetic(
     building = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".building"))
     trash: Path | None = None
     try:
-        # mkdtemp makes a private (0700) folder; the dataset should get the usual permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        building.chmod(0o777 & ~umask)
+        building.chmod(FOLDER_MODE)  # mkdtemp makes a private (0700) folder
         _write_tree(building, meta)
         if root.exists() or root.is_symlink():
             trash = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".old"))

@@ -17,7 +17,7 @@ Reference pipelines (METHOD.md, "Reference settings"):
 - :func:`rescale_short_side`: the test-time ``Resize(img_scale=(2048, 512), keep_ratio=True)``.
 
 Every builder takes ``seed``: the Compose and all its steps then draw from one generator seeded
-with it (see :func:`pmm.data.seeding.seed_transform`); DataLoader workers re-seed it per worker.
+with it (see :func:`seed_transform`); DataLoader workers re-seed it per worker.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ import cv2
 import numpy as np
 from albumentations.pytorch import ToTensorV2
 
-from pmm.data.seeding import seed_transform
+from pmm.nets.tta import rescaled_size
+
 
 __all__ = [
     "CatMaxRandomCrop",
@@ -39,10 +40,25 @@ __all__ = [
     "eval_transform",
     "rescale_short_side",
     "rescaled_size",
+    "seed_transform",
     "seg_train_transform",
     "to_tensor",
     "train_transform",
 ]
+
+
+def seed_transform(transform: Any, seed: int | None) -> Any:
+    """Seed an albumentations Compose (or transform) so all its steps share one generator; returns it.
+
+    ``seed=None`` draws fresh entropy (albumentations' default). Objects without
+    ``set_random_seed`` (plain callables) are returned unchanged.
+    """
+    if transform is None or not hasattr(transform, "set_random_seed"):
+        return transform
+    transform.set_random_seed(None if seed is None else int(seed) % (1 << 32))
+    if hasattr(transform, "set_random_state"):
+        transform.set_random_state(transform.random_generator, transform.py_random)
+    return transform
 
 
 def to_tensor() -> list:
@@ -114,24 +130,6 @@ def cam_train_transform(crop: int = 448, long_side: tuple[int, int] = (448, 768)
 # --------------------------------------------------------------------------------------------
 # Segmentation stage (mmseg's pipeline)
 # --------------------------------------------------------------------------------------------
-
-def rescaled_size(height: int, width: int, short_side: int | None, max_long: int | None = None,
-                  ratio: float = 1.0) -> tuple[int, int]:
-    """(new_height, new_width) of mmcv's ``imrescale`` to ``img_scale=(max_long, short_side)`` x ratio.
-
-    The scale factor is ``min(max_long * ratio / long, short_side * ratio / short)`` (the
-    targets truncated to ints as mmseg's ``Resize`` does), each side rounded half up.
-    ``short_side=None`` keeps the size (times ``ratio``); ``max_long=None`` puts no bound on the
-    long side.
-    """
-    if short_side is None:
-        factor = float(ratio)
-    else:
-        factor = int(short_side * ratio) / min(height, width)
-        if max_long is not None:
-            factor = min(factor, int(max_long * ratio) / max(height, width))
-    return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
-
 
 def rescale_short_side(image: np.ndarray, short_side: int | None, max_long: int | None = None,
                        ratio: float = 1.0, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:

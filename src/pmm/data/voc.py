@@ -453,3 +453,40 @@ def load_voc_split(
         label_source=labels,
         annotation_dir=annotation_dir,
     )
+
+
+def missing_mask_ids(root: str | os.PathLike, split: str, mask_dir: str = "SegmentationClass",
+                     list_dir: str = "ImageSets/Segmentation", limit: int | None = None) -> list[str]:
+    """The ids of ``split`` (its first ``limit``) whose ground-truth mask file is absent: a cheap look before indexing."""
+    root = Path(root).expanduser().resolve()
+    ids = _read_ids(root / list_dir / f"{split}.txt", root, split, list_dir)
+    ids = ids[: int(limit)] if limit else ids
+    return [image_id for image_id in ids if not (root / mask_dir / f"{image_id}.png").is_file()]
+
+
+def load_split_masks_optional(root: str | os.PathLike, split: str, class_names: tuple[str, ...] | list[str],
+                              image_dir: str = "JPEGImages", mask_dir: str = "SegmentationClass",
+                              list_dir: str = "ImageSets/Segmentation", limit: int | None = None) -> VOCSplit:
+    """Split ``split`` with masks optional and image labels from the masks that exist (inference needs none).
+
+    Every listed image is still decoded and checked, and the masks that exist are checked as usual;
+    an id without a mask has no image labels. Not cached: it serves one prediction pass.
+    """
+    root = Path(root).expanduser().resolve()
+    class_names = tuple(class_names)
+    list_path = root / list_dir / f"{split}.txt"
+    ids = _read_ids(list_path, root, split, list_dir)
+    ids = ids[: int(limit)] if limit else ids
+    layout = _Layout(root, image_dir, mask_dir, "Annotations", class_names, "masks", False, list_path)
+    entries, problems = {}, []
+    for image_id in ids:
+        entry, found = _check_item(layout, image_id)
+        problems.extend(found)
+        if entry is not None:
+            entries[image_id] = entry
+    if problems:
+        raise PmmError(_problems_message(problems, layout, split, len(ids), None))
+    return VOCSplit(root, split, ids, class_names, image_dir, mask_dir,
+                    image_labels={i: tuple(entries[i][1]) for i in ids},
+                    image_sizes={i: tuple(entries[i][2]) for i in ids},
+                    missing_masks=frozenset(i for i in ids if not entries[i][3]), label_source="masks")

@@ -16,6 +16,14 @@ from torch import nn
 
 from pmm.errors import PmmError
 
+# The class a config node (or an older checkpoint's spec) without ``_target_`` builds. These names
+# are stored in checkpoints: they stay importable under them.
+DEFAULT_TARGETS = {
+    "cam": "pmm.cam.net.CAMNet",
+    "seg": "pmm.seg.model.Segmenter",
+    "data": "pmm.data.sources.VOCDataset",
+}
+
 
 def network_spec(node: Mapping | DictConfig, exclude: Iterable[str] = (), default_target: str | None = None,
                  **arguments) -> dict:
@@ -26,7 +34,7 @@ def network_spec(node: Mapping | DictConfig, exclude: Iterable[str] = (), defaul
     spec.update(arguments)
     if "_target_" not in spec:
         if default_target is None:
-            raise PmmError("network config has no _target_; give the class to build, e.g. _target_: pmm.cam.net.CAMNet")
+            raise PmmError(f"network config has no _target_; give the class to build, e.g. _target_: {DEFAULT_TARGETS['cam']}")
         spec["_target_"] = default_target
     return spec
 

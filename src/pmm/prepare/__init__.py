@@ -3,12 +3,12 @@
 ``python -m pmm.prepare voc --voc VOC2012_DIR_OR_TAR --sbd SBD_DIR_OR_TGZ --out OUT [--copy] [--workers N]``
 ``python -m pmm.prepare coco --annotations JSON --images DIR --out OUT --split NAME [--copy] [--limit N] [--workers N]``
 
-See :mod:`pmm.prepare.voc` and :mod:`pmm.data.coco` for what each writes.
+See :mod:`pmm.prepare.voc` and :mod:`pmm.prepare.coco` for what each writes.
 """
 
 from __future__ import annotations
 
-from pmm.prepare.common import read_class_names, write_class_names
+from pmm.data.class_names import read_class_names, write_class_names
 from pmm.prepare.voc import PreparedVOC, prepare_voc, read_sbd_mat
 
 

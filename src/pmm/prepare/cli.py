@@ -26,7 +26,7 @@ def _voc_command(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pmm.data.coco import add_arguments as add_coco_arguments
+    from pmm.prepare.coco import add_arguments as add_coco_arguments
 
     parser = argparse.ArgumentParser(
         prog="python -m pmm.prepare",

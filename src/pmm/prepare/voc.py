@@ -39,7 +39,8 @@ from pmm.data.voc import VOC_CLASS_NAMES
 from pmm.errors import PmmError
 from pmm.io import atomic_path, load_mask, save_mask
 from pmm.prepare.archives import extract_archive, is_archive
-from pmm.prepare.common import default_workers, place_file, run_jobs, write_class_names
+from pmm.data.class_names import write_class_names
+from pmm.prepare.common import default_workers, place_file, run_jobs
 
 VOC_HINT = (
     "point --voc at VOCdevkit/VOC2012 (the folder holding JPEGImages/, SegmentationClass/ and "

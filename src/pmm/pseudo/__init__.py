@@ -1,7 +1,7 @@
 """Pseudo-mask maths of PMM: CoV smoothing, dense CRF, PPMG and its baselines (numpy in, numpy out)."""
 
 from pmm.pseudo.cov import cov_smooth
-from pmm.pseudo.crf import CRF_BACKENDS, dense_crf
+from pmm.crf import CRF_BACKENDS, dense_crf
 from pmm.pseudo.ppmg import (
     PSEUDO_METHODS,
     alpha_from_threshold,

@@ -1,71 +1,21 @@
-"""Cyclic Pseudo-mask (METHOD.md section 4): the segmenter's own predictions become the next masks."""
+"""Cyclic Pseudo-mask: between training rounds the segmenter's own predictions become the next masks."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
-from tqdm import tqdm
 
 from pmm.data.voc import VOCSplit
-from pmm.io import save_mask
 from pmm.crf import CRFParams
-from pmm.distributed import run_sharded
-from pmm.seg.inference import predict_image_probs, probs_to_mask, restrict_to_labels
-from pmm.tta import TTAConfig
+from pmm.runtime.distributed import run_sharded
+from pmm.seg.inference import predict_split_to_folder
+from pmm.nets.tta import TTAConfig
 
 log = logging.getLogger("pmm")
-
-
-def segment_images(
-    net,
-    images: list[np.ndarray],
-    labels: Sequence[Sequence[int]] | None = None,
-    tta: TTAConfig = TTAConfig(),
-    crf: CRFParams | None = None,
-    batch_size: int = 16,
-    device: torch.device | str = "cpu",
-) -> list[np.ndarray]:
-    """Label maps for H x W x 3 uint8 images through the TTA module; equal-size images run as one batch.
-
-    ``labels`` (the image-level labels) restricts each prediction to background + those classes;
-    ``crf`` (``crf.seg``) refines each averaged softmax with a dense CRF.
-    """
-    probs = predict_image_probs(net, images, tta, batch_size=batch_size, device=device)
-    masks = []
-    for position, image_probs in enumerate(probs):
-        if labels is not None:
-            image_probs = restrict_to_labels(image_probs, labels[position])
-        masks.append(probs_to_mask(images[position], image_probs, crf=crf))
-    return masks
-
-
-def predict_split_to_folder(
-    net,
-    split: VOCSplit,
-    ids: Sequence[str],
-    folder: Path,
-    batch_size: int = 16,
-    use_labels: bool = True,
-    progress: bool = True,
-    **options,
-) -> None:
-    """Write ``folder/<id>.png`` for ``ids`` (this rank's shard) with :func:`segment_images`."""
-    was_training = net.training
-    net.eval()
-    try:
-        for start in tqdm(range(0, len(ids), batch_size), desc=f"predicting {folder.name}", disable=not progress, leave=False):
-            chunk = ids[start : start + batch_size]
-            images = [split.load_image(i) for i in chunk]
-            labels = [split.labels(i) for i in chunk] if use_labels else None
-            for image_id, mask in zip(chunk, segment_images(net, images, labels, batch_size=batch_size, **options)):
-                save_mask(folder / f"{image_id}.png", mask)
-    finally:
-        net.train(was_training)
 
 
 class CyclicPseudoMask(pl.Callback):
@@ -83,7 +33,7 @@ class CyclicPseudoMask(pl.Callback):
         reinit: start each new round from the initial weights (the paper's protocol).
         puf_first_round_only: plain cross-entropy after the first round (the paper's protocol).
         on_round: ``fn(round_index, folder)`` called on rank 0 when a round is complete (scoring).
-        tta: how the training images are predicted (:class:`pmm.tta.TTAConfig` fields).
+        tta: how the training images are predicted (:class:`pmm.nets.tta.TTAConfig` fields).
         crf: ``crf.seg`` settings of the dense-CRF refinement, or None for none.
         relabel_from: ``last`` (the weights at the round's end) or ``best`` (the checkpoint with the best
             val mIoU so far, as the reference relabels train_aug).

@@ -10,8 +10,8 @@ import pytorch_lightning as pl
 from pmm.data.datasets import EvalDataset, SegmentationDataset
 from pmm.data.transforms import train_transform
 from pmm.data.voc import VOCSplit
-from pmm.data.loaders import loader
-from pmm.data.seeding import derive_seed, global_seed
+from pmm.runtime.loaders import loader
+from pmm.runtime.loaders import derive_seed, global_seed
 
 log = logging.getLogger("pmm")
 

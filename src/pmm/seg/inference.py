@@ -1,14 +1,18 @@
-"""Segmenter inference: class probabilities through the TTA module, optional dense-CRF refinement."""
+"""Segmenter inference: class probabilities through the TTA module, optional dense-CRF refinement,
+label maps of images and of a split written to a folder (cyclic relabelling, evaluation, pmm.predict)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from pmm.crf import SEG_CRF, CRFParams
-from pmm.tta import TTAConfig, tta_maps, tta_over_images
+from pmm.io import save_mask
+from pmm.nets.tta import TTAConfig, tta_maps, tta_over_images
 
 
 def logits_fn(net):
@@ -68,3 +72,50 @@ def probs_to_mask(image: np.ndarray, probs: np.ndarray, crf: CRFParams | None = 
         return np.full(probs.shape[1:], active[0], dtype=np.uint8)
     refined = dense_crf(image, probs[active], crf)
     return active[refined.argmax(axis=0)].astype(np.uint8)
+
+
+def segment_images(
+    net,
+    images: list[np.ndarray],
+    labels: Sequence[Sequence[int]] | None = None,
+    tta: TTAConfig = TTAConfig(),
+    crf: CRFParams | None = None,
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+) -> list[np.ndarray]:
+    """Label maps for H x W x 3 uint8 images through the TTA module; equal-size images run as one batch.
+
+    ``labels`` (the image-level labels) restricts each prediction to background + those classes;
+    ``crf`` (``crf.seg``) refines each averaged softmax with a dense CRF.
+    """
+    probs = predict_image_probs(net, images, tta, batch_size=batch_size, device=device)
+    masks = []
+    for position, image_probs in enumerate(probs):
+        if labels is not None:
+            image_probs = restrict_to_labels(image_probs, labels[position])
+        masks.append(probs_to_mask(images[position], image_probs, crf=crf))
+    return masks
+
+
+def predict_split_to_folder(
+    net,
+    split,
+    ids: Sequence[str],
+    folder: Path,
+    batch_size: int = 16,
+    use_labels: bool = True,
+    progress: bool = True,
+    **options,
+) -> None:
+    """Write ``folder/<id>.png`` for ``ids`` (this rank's shard) with :func:`segment_images`."""
+    was_training = net.training
+    net.eval()
+    try:
+        for start in tqdm(range(0, len(ids), batch_size), desc=f"predicting {folder.name}", disable=not progress, leave=False):
+            chunk = ids[start : start + batch_size]
+            images = [split.load_image(i) for i in chunk]
+            labels = [split.labels(i) for i in chunk] if use_labels else None
+            for image_id, mask in zip(chunk, segment_images(net, images, labels, batch_size=batch_size, **options)):
+                save_mask(folder / f"{image_id}.png", mask)
+    finally:
+        net.train(was_training)

@@ -6,7 +6,9 @@ Logits are always returned at the input size.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +18,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pmm.errors import PmmError
-from pmm.input_encoding import InputEncoding
+from pmm.nets.encoding import InputEncoding
 from pmm.nets.normalize import IMAGENET_MEAN, IMAGENET_STD, ImageNormalize, data_config_of
+
+log = logging.getLogger("pmm")
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ class Segmenter(nn.Module):
             default (16 for deeplabv3plus, 2**encoder_depth for pspnet).
         decoder_channels: ASPP channels (deeplabv3plus) or PSP module channels (pspnet). ``None``:
             the SMP default (256, resp. 512).
-        input: what the encoder sees: ``rgb``, ``edges`` or ``rgb+edges`` (``pmm.input_encoding``).
+        input: what the encoder sees: ``rgb``, ``edges`` or ``rgb+edges`` (``pmm.nets.encoding``).
         edge_sigma: Gaussian blur (pixels) before the edge filter of ``edges`` inputs; 0: none.
     """
 
@@ -233,3 +237,36 @@ def encoder_weights_from_cam(encoder: nn.Module, cam_state_dict: dict[str, Tenso
                 break
     encoder.load_state_dict(copied, strict=False)
     return sorted(copied)
+
+
+def load_segmenter(path, class_names: Sequence[str] | None = None) -> tuple[nn.Module, list[str], dict]:
+    """(network, class names, spec) of a ``stage=seg`` checkpoint (``seg_ckpt``), rebuilt from its spec.
+
+    ``class_names``: the run's classes (``stage=eval``): the checkpoint must predict as many, and
+    its own names fall back to them. Without them (``pmm.predict``) a checkpoint without names gets
+    VOC's or numbered ones, with a warning.
+    """
+    from pmm.checkpoints import load_network
+    from pmm.data.voc import VOC_CLASS_NAMES
+
+    if path is None or str(path).strip() == "":
+        raise PmmError("seg_ckpt is not set; give a checkpoint written by stage=seg: seg_ckpt=RUN/checkpoints/seg/last.ckpt")
+    net, spec, checkpoint = load_network(path, "seg_ckpt", "seg")
+    names = list(checkpoint["hyper_parameters"].get("class_names") or [])
+    if class_names is not None:
+        names = names or list(class_names)
+        if len(names) != len(class_names):
+            raise PmmError(f"seg_ckpt={path}: trained for {len(names)} classes but data.class_names has "
+                           f"{len(class_names)}; use the checkpoint of the same dataset")
+        return net, names, spec
+    num_classes = int(getattr(net, "num_classes", spec.get("num_classes") or 0))
+    if not names:
+        if num_classes == len(VOC_CLASS_NAMES):
+            names = list(VOC_CLASS_NAMES)
+        else:
+            names = ["background"] + [f"class_{index}" for index in range(1, num_classes)]
+        log.warning("seg_ckpt=%s carries no class names: using %s", path, ", ".join(names[:4]) + ("..." if len(names) > 4 else ""))
+    if num_classes and len(names) != num_classes:
+        raise PmmError(f"seg_ckpt={path}: the network predicts {num_classes} classes but the checkpoint names "
+                       f"{len(names)}; was it written by another pmm version?")
+    return net, names, spec

@@ -12,10 +12,10 @@ from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from pmm.losses import PUFLoss
-from pmm.metrics import per_class_iou
-from pmm.optim import build_optimizer_and_poly
+from pmm.scoring.metrics import per_class_iou
+from pmm.nets.optim import build_optimizer_and_poly
 from pmm.seg.inference import predict_probs
-from pmm.tta import TTAConfig, to_float_images
+from pmm.nets.tta import TTAConfig, to_float_images
 from pmm.seg.model import Segmenter
 
 

@@ -1,82 +1,36 @@
-"""``stage=cam``: train the CAM classifier from image-level labels, infer CAMs, score them."""
+"""``stage=cam``: train the CAM classifier from image-level labels, infer CAMs, score them.
+
+``cam.round=standard`` trains the network of ``cam_net``; ``cam.round=multi_crop`` is the second
+round on crops (:mod:`pmm.stages.cam_multicrop`). Both end in :func:`pmm.stages.cam_inference.finish_cam_round`.
+"""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-import numpy as np
 from hydra.utils import instantiate
-from pytorch_lightning.callbacks import BasePredictionWriter
-from tqdm import tqdm
 
-from pmm.cam.inference import ThresholdSweep
 from pmm.cam.module import CAMModule
-from pmm.checkpoints import load_network, resume_checkpoint
-from pmm.context import RunContext
-from pmm.data.datasets import ClassificationDataset, InferenceDataset, list_collate
+from pmm.checkpoints import resume_checkpoint
+from pmm.data.datasets import ClassificationDataset
+from pmm.runtime.loaders import loader
 from pmm.data.transforms import cam_pipeline, eval_transform
-from pmm.distributed import run_sharded
 from pmm.errors import PmmError
-from pmm.io import load_cams, save_cams, write_json
-from pmm.metrics import per_class_iou
-from pmm.nets.build import build_from_spec, network_spec
-from pmm.stages.common import build_trainer, epochs_for_min_steps, loader, planned_world_size
+from pmm.nets.build import DEFAULT_TARGETS, build_from_spec, network_spec
+from pmm.runtime.context import RunContext
+from pmm.runtime.trainer import build_trainer, epochs_for_min_steps, planned_world_size
+from pmm.stages.cam_inference import cam_tta, finish_cam_round
 
 log = logging.getLogger("pmm")
-
-
-def cams_dir(ctx: RunContext, split: str) -> Path:
-    return ctx.run_dir / "cams" / split
-
-
-def cam_checkpoint_dir(ctx: RunContext) -> Path:
-    return ctx.run_dir / "checkpoints" / "cam"
-
-
-class CAMWriter(BasePredictionWriter):
-    """Writes each image's normalised CAMs to ``<dir>/<id>.npz`` as its batch is predicted (every rank)."""
-
-    def __init__(self, output_dir: Path) -> None:
-        super().__init__(write_interval="batch")
-        self.output_dir = output_dir
-
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        for item in prediction:
-            save_cams(self.output_dir / f"{item['id']}.npz", item["cams"].numpy(), item["labels"].numpy())
-
-
-def cam_tta(ctx: RunContext) -> dict:
-    """The TTA settings of CAM inference: ``cam.inference=multi_scale`` (whole images) or ``multi_crop``."""
-    cfg = ctx.cfg.cam
-    mode = cfg.get("inference", "multi_scale")
-    if mode not in ("multi_scale", "multi_crop"):
-        raise PmmError(f"cam.inference={mode}: expected multi_scale or multi_crop")
-    return {"scales": [float(s) for s in cfg.scales], "flip": bool(cfg.flip),
-            "mode": "whole" if mode == "multi_scale" else "multi_crop",
-            "window": int(cfg.get("crop", 448)), "stride": int(cfg.get("crop_stride", 300))}
 
 
 def build_cam_module(ctx: RunContext) -> CAMModule:
     """The CAM network of ``model`` (a Hydra ``_target_`` node) inside the CAM LightningModule."""
     cfg = ctx.cfg
-    spec = network_spec(cfg.model, default_target="pmm.cam.net.CAMNet", num_classes=ctx.num_classes - 1)
+    spec = network_spec(cfg.model, default_target=DEFAULT_TARGETS["cam"], num_classes=ctx.num_classes - 1)
     return CAMModule(build_from_spec(spec, "model"), optimizer=instantiate(cfg.cam.optimizer), lr=cfg.cam.lr,
                      poly_power=cfg.cam.poly_power, tta=cam_tta(ctx), net_config=spec,
                      infer_batch_size=cfg.cam.infer_batch_size)
-
-
-def load_cam_module(ctx: RunContext, path: str | Path) -> CAMModule:
-    """A trained CAM module from a checkpoint; the network is rebuilt from the spec saved in it."""
-    net, spec, _ = load_network(path, "cam_ckpt", "cam")
-    if net.num_classes != ctx.num_classes - 1:
-        raise PmmError(
-            f"cam_ckpt={path}: trained for {net.num_classes} foreground classes but data.class_names has "
-            f"{ctx.num_classes - 1}; use the checkpoint of the same dataset"
-        )
-    module = CAMModule(net, optimizer=None, tta=cam_tta(ctx), net_config=spec,
-                       infer_batch_size=ctx.cfg.cam.infer_batch_size)
-    return module.eval()
 
 
 def train_cam(ctx: RunContext) -> CAMModule:
@@ -103,141 +57,6 @@ def train_cam(ctx: RunContext) -> CAMModule:
     return module
 
 
-def infer_cams(ctx: RunContext, module: CAMModule, split_name: str, output: Path | None = None) -> Path:
-    """Write normalised CAMs (``cam.inference``) of every image of the split; each rank takes its shard.
-
-    Runs through ``trainer.predict`` with a prediction writer: Lightning shards the ids by rank.
-    ``output``: the folder (default ``cams/<split>``; the multi-crop round puts its first-round CAMs elsewhere).
-    """
-    split = ctx.split(split_name)
-    output = Path(output) if output is not None else cams_dir(ctx, split_name)
-    trainer = build_trainer(ctx, "predict", 1, callbacks=[CAMWriter(output)], with_logger=False)
-    dataset = InferenceDataset(split)
-    trainer.predict(module, loader(dataset, ctx.cfg.cam.infer_batch_size, ctx.cfg.data.num_workers,
-                                   collate_fn=list_collate), return_predictions=False)
-    trainer.strategy.barrier()
-    return output
-
-
-def score_cams(ctx: RunContext, split_name: str) -> dict:
-    """Sweep the background threshold over the split's CAM files; the best mIoU and the curve."""
-    split = ctx.split(split_name)
-    sweep = ThresholdSweep(ctx.num_classes, ctx.cfg.cam.thresholds)
-    folder = cams_dir(ctx, split_name)
-    for image_id in tqdm(split.ids, desc=f"scoring CAMs ({split_name})", leave=False):
-        cams, labels = load_cams(folder / f"{image_id}.npz")
-        sweep.update(cams, labels, split.load_mask(image_id))
-    ious = [per_class_iou(cm) for cm in sweep.confusions]
-    mious = [float(np.nanmean(iou)) for iou in ious]
-    best = int(np.argmax(mious))
-    curve = {f"{t:.2f}": round(m, 6) for t, m in zip(sweep.thresholds, mious)}
-    return {
-        "cam_miou": mious[best],
-        "cam_bg_threshold": float(sweep.thresholds[best]),
-        "cam_miou_curve": curve,
-        "cam_per_class_iou": {n: (None if np.isnan(v) else round(float(v), 6)) for n, v in zip(ctx.class_names, ious[best])},
-    }
-
-
-def save_cam_figures(ctx: RunContext, split_name: str, scores: dict) -> None:
-    from pmm import viz
-
-    split = ctx.split(split_name)
-    thresholds = [float(t) for t in scores["cam_miou_curve"]]
-    viz.save_curve(ctx.figures_dir / "cam_miou_curve.png", thresholds, list(scores["cam_miou_curve"].values()),
-                   "background threshold", "CAM mIoU", title=f"CAM mIoU on {split_name}")
-    rows = []
-    for image_id in split.ids[: ctx.cfg.cam.figures]:
-        image = split.load_image(image_id)
-        cams, labels = load_cams(cams_dir(ctx, split_name) / f"{image_id}.npz")
-        row = [("image", image)]
-        for k, label in enumerate(labels[:2]):
-            row.append((f"CAM {ctx.class_names[label]}" if len(rows) else "CAM", viz.overlay_cam(image, cams[k])))
-        while len(row) < 3:
-            row.append(("", np.full_like(image, 255)))
-        row.append(("ground truth", viz.colorize_mask(split.load_mask(image_id))))
-        rows.append(row)
-    viz.save_panel(ctx.figures_dir / "cam_panel.png", rows, title="CAMs (labelled classes)")
-    from pmm.tracking import log_heatmaps
-
-    log_heatmaps(ctx.cfg, "cams", [row[1][1] for row in rows], captions=list(split.ids[: len(rows)]))
-
-
-def save_raw_refined_figure(ctx: RunContext, module: CAMModule, split_name: str) -> Path | None:
-    """``figures/cam_raw_vs_refined.png`` for networks with a refined CAM (SEAM's PCM): image |
-    raw CAM | refined CAM | ground truth of the split's first ``cam.figures`` images (one forward
-    pass at the image's own size, the max over its labelled classes, each map max-normalised).
-    None (nothing written) when the network's output has no ``refined`` map."""
-    import torch
-    import torch.nn.functional as F
-
-    from pmm import viz
-
-    split = ctx.split(split_name)
-    ids = split.ids[: ctx.cfg.cam.figures]
-    if not ids:
-        return None
-    net = module.net
-    device = next(net.parameters()).device
-    was_training = net.training
-    net.eval()
-    images, raws, refineds, masks = [], [], [], []
-    try:
-        with torch.no_grad():
-            for image_id in ids:
-                image = split.load_image(image_id)
-                x = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255.0
-                out = net(x)
-                if "refined" not in out or "raw" not in out:
-                    return None
-                labels = list(split.labels(image_id))  # 1-based: the channels of raw / refined
-                maps = []
-                for key in ("raw", "refined"):
-                    if not labels:
-                        maps.append(np.zeros(image.shape[:2], np.float32))
-                        continue
-                    cam = F.relu(out[key][0, labels].float())
-                    cam = F.interpolate(cam[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0]
-                    cam = cam / (cam.flatten(1).amax(dim=1)[:, None, None] + 1e-5)
-                    maps.append(cam.amax(dim=0).cpu().numpy())
-                images.append(image)
-                raws.append(maps[0])
-                refineds.append(maps[1])
-                masks.append(split.load_mask(image_id))
-    finally:
-        net.train(was_training)
-    path = ctx.figures_dir / "cam_raw_vs_refined.png"
-    pictures = viz.save_raw_refined_panel(path, images, raws, refineds, masks,
-                                          title=f"raw vs refined CAMs ({split_name}, max over labelled classes)")
-    from pmm.tracking import log_heatmaps
-
-    log_heatmaps(ctx.cfg, "cams_raw_vs_refined", pictures, captions=list(ids[: len(pictures)]))
-    return path
-
-
-def finish(ctx: RunContext, module: CAMModule, **extra) -> dict:
-    """Infer the CAMs of ``cam.split`` with a trained module, score them, draw the figures and
-    record the metrics (plus ``extra``): the common tail of every CAM round."""
-    split_name = ctx.cfg.cam.split
-    infer_cams(ctx, module, split_name)
-
-    def score() -> dict:
-        scores = score_cams(ctx, split_name)
-        save_cam_figures(ctx, split_name, scores)
-        try:
-            save_raw_refined_figure(ctx, module, split_name)
-        except Exception as error:  # a figure never fails a finished round
-            log.warning("figures/cam_raw_vs_refined.png not drawn: %s", error)
-        ctx.record(**{k: v for k, v in scores.items() if k != "cam_per_class_iou"}, **extra)
-        write_json(ctx.run_dir / "cam_report.json", {**scores, **extra})
-        log.info("CAM mIoU on %s: %.4f at background threshold %.2f", split_name, scores["cam_miou"],
-                 scores["cam_bg_threshold"])
-        return scores
-
-    # The CAM files are written by trainer.predict's own sharding: nothing left to write here.
-    return run_sharded([], lambda ids: None, score) or {}
-
-
 ROUNDS = ("standard", "multi_crop")
 
 
@@ -249,4 +68,4 @@ def run(ctx: RunContext) -> dict:
         from pmm.stages.cam_multicrop import run_multi_crop
 
         return run_multi_crop(ctx)
-    return finish(ctx, train_cam(ctx), cam_round="standard")
+    return finish_cam_round(ctx, train_cam(ctx), cam_round="standard")

@@ -6,7 +6,7 @@
    ``pmm.pseudo.make_pseudo_mask('crf', ...)`` with ``crf.pseudo``) into ``multi_crop/rough_masks/``,
    scored against the ground truth (``cam_rough_miou``) when the split has masks.
 3. Training continues from ``cam_ckpt``'s weights on random crops of the training images
-   (:class:`pmm.cam.multicrop_data.CropClassificationDataset`), each labelled with the rough-mask
+   (:class:`pmm.cam.crop_dataset.CropClassificationDataset`), each labelled with the rough-mask
    classes covering ``min_share`` of it, resized to ``cam.multi_crop.crop``, for
    ``cam.multi_crop.epochs`` epochs at ``cam.multi_crop.lr`` (``cam.optimizer``, poly decay).
 4. The CAMs of ``cam.split`` are inferred and scored as in the standard round: the same outputs
@@ -18,7 +18,6 @@ The network is the checkpoint's (its saved spec), not ``model``: the round conti
 from __future__ import annotations
 
 import logging
-import multiprocessing
 from functools import partial
 from pathlib import Path
 
@@ -27,16 +26,17 @@ from omegaconf import OmegaConf
 
 from pmm.cam.module import CAMModule
 from pmm.checkpoints import load_network, resume_checkpoint
-from pmm.context import RunContext
+from pmm.runtime.context import RunContext
 from pmm.crf import CRFParams
 from pmm.data.datasets import ClassificationDataset
 from pmm.data.transforms import eval_transform
-from pmm.data.seeding import seeded_loader
-from pmm.distributed import barrier, run_sharded
+from pmm.runtime.loaders import loader, seeded_loader
+from pmm.runtime.distributed import barrier, is_main, run_sharded
 from pmm.errors import PmmError
 from pmm.io import load_cams, load_image, save_mask
-from pmm.stages.cam import cam_checkpoint_dir, cam_tta, finish, infer_cams
-from pmm.stages.common import build_trainer, loader
+from pmm.stages.cam_inference import cam_tta, finish_cam_round, infer_cams
+from pmm.runtime.pool import run_pool
+from pmm.runtime.trainer import build_trainer
 
 log = logging.getLogger("pmm")
 
@@ -76,10 +76,6 @@ def settings(ctx: RunContext) -> dict:
     return merged
 
 
-def work_dir(ctx: RunContext) -> Path:
-    return ctx.run_dir / "multi_crop"
-
-
 def _rough_one(task: tuple[str, str, str, str], alpha: float, crf: CRFParams) -> str:
     """Pool task: one image's CRF-only rough mask from its first-round CAMs, written atomically."""
     from pmm.pseudo import make_pseudo_mask
@@ -98,20 +94,13 @@ def make_rough_masks(ctx: RunContext, split, cams_folder: Path, output: Path, al
 
     def write(ids: list[str]) -> None:
         tasks = [(i, str(split.image_path(i)), str(cams_folder / f"{i}.npz"), str(output / f"{i}.png")) for i in ids]
-        job = partial(_rough_one, alpha=alpha, crf=crf)
-        workers = max(1, int(ctx.cfg.pseudo.get("workers", 1)))
-        if workers == 1 or len(tasks) < 2:
-            for task in tasks:
-                job(task)
-        else:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                for _ in pool.imap_unordered(job, tasks, chunksize=4):
-                    pass
+        run_pool(partial(_rough_one, alpha=alpha, crf=crf), tasks, int(ctx.cfg.pseudo.get("workers", 1)),
+                 desc="rough masks", show_progress=is_main())
 
     def score() -> dict:
         if not split.has_all_masks:
             return {}
-        from pmm.evaluation import score_mask_folder
+        from pmm.scoring.masks import score_mask_folder
 
         report = score_mask_folder(split, output, desc="scoring rough masks")
         return {"cam_rough_miou": float(report["miou"])} if "miou" in report else {}
@@ -126,7 +115,7 @@ def run_multi_crop(ctx: RunContext) -> dict:
                        "continues training that network on crops labelled from its rough masks")
     options = settings(ctx)
     checkpoint = Path(cfg.cam_ckpt).expanduser()
-    if checkpoint.resolve().parent == cam_checkpoint_dir(ctx).resolve():
+    if checkpoint.resolve().parent == ctx.checkpoint_dir("cam").resolve():
         log.warning("cam_ckpt=%s lies in this run's checkpoints/cam/: the multi-crop round writes its own checkpoints "
                     "there; use another hydra.run.dir to keep the first round's", checkpoint)
     net, spec, _ = load_network(checkpoint, "cam_ckpt", "cam")
@@ -137,8 +126,8 @@ def run_multi_crop(ctx: RunContext) -> dict:
                        poly_power=cfg.cam.poly_power, tta=cam_tta(ctx), net_config=spec,
                        infer_batch_size=cfg.cam.infer_batch_size)
     train_split = ctx.train_split
-    first_cams = work_dir(ctx) / "first_round_cams"
-    rough = work_dir(ctx) / "rough_masks"
+    first_cams = ctx.multi_crop_dir / "first_round_cams"
+    rough = ctx.multi_crop_dir / "rough_masks"
     extra: dict = {"cam_round": "multi_crop", "cam_first_round_ckpt": str(checkpoint.resolve())}
 
     resume = resume_checkpoint(cfg, "cam")
@@ -154,7 +143,7 @@ def run_multi_crop(ctx: RunContext) -> dict:
         barrier()
         module.train()
 
-    from pmm.cam.multicrop_data import CropClassificationDataset, EpochSampler
+    from pmm.cam.crop_dataset import CropClassificationDataset, EpochSampler
 
     jitter = options["jitter"]
     train_set = CropClassificationDataset(
@@ -179,4 +168,4 @@ def run_multi_crop(ctx: RunContext) -> dict:
                 val_dataloaders=loader(val_set, cfg.cam.infer_batch_size if same_size else 1, cfg.data.num_workers),
                 ckpt_path=resume)
     extra["cam_multi_crop"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()}
-    return finish(ctx, module, **extra)
+    return finish_cam_round(ctx, module, **extra)

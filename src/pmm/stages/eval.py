@@ -2,7 +2,7 @@
 
 A split without ground-truth masks (the VOC test set: ``data.val_split=test``) is predicted and
 not scored (``val_scored: false`` in metrics.json); ``eval.export=voc_test`` also packs the
-predictions for the VOC test server (:mod:`pmm.export`).
+predictions for the VOC test server (:mod:`pmm.scoring.export`).
 """
 
 from __future__ import annotations
@@ -15,31 +15,29 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from rich.console import Console
 from rich.table import Table
 
-from pmm.checkpoints import load_network
-from pmm.context import RunContext
+from pmm.runtime.context import RunContext
 from pmm.crf import CRFParams
 from pmm.data.datasets import InferenceDataset, list_collate
+from pmm.runtime.loaders import loader
 from pmm.data.voc import VOCSplit
-from pmm.distributed import run_sharded
+from pmm.runtime.distributed import run_sharded
 from pmm.errors import PmmError
-from pmm.evaluation import score_mask_folder
+from pmm.scoring.masks import score_mask_folder
 from pmm.io import load_mask, save_mask, write_json
-from pmm.seg.cyclic import segment_images
+from pmm.seg.inference import segment_images
+from pmm.seg.model import load_segmenter
 from pmm.seg.module import SegModule
-from pmm.stages.common import build_trainer, loader
-from pmm.tta import TTAConfig
+from pmm.runtime.tracking import log_mask_panel
+from pmm.runtime.trainer import build_trainer
+from pmm.nets.tta import TTAConfig
 
 log = logging.getLogger("pmm")
 
 
 def load_seg_module(ctx: RunContext, path: str | Path) -> SegModule:
     """A trained segmenter from a checkpoint; the network is rebuilt from the spec saved in it."""
-    net, spec, checkpoint = load_network(path, "seg_ckpt", "seg")
-    names = checkpoint["hyper_parameters"].get("class_names") or list(ctx.class_names)
-    if len(names) != ctx.num_classes:
-        raise PmmError(f"seg_ckpt={path}: trained for {len(names)} classes but data.class_names has {ctx.num_classes}; "
-                       "use the checkpoint of the same dataset")
-    return SegModule(net, optimizer=None, net_config=spec, class_names=list(names))
+    net, names, spec = load_segmenter(path, ctx.class_names)
+    return SegModule(net, optimizer=None, net_config=spec, class_names=names)
 
 
 class SegPredictor(pl.LightningModule):
@@ -132,86 +130,18 @@ def save_eval_figures(ctx: RunContext, folder: Path, report: dict, split: VOCSpl
     viz.save_rounds(ctx.figures_dir / "miou_by_stage.png", labels, values, title="mIoU through the pipeline")
 
 
-def _limited(dataset, ids: tuple[str, ...]) -> tuple[str, ...]:
-    """The ids the dataset keeps (``limit_images``: the first N of every split)."""
-    limit = getattr(dataset, "limit_images", None)
-    return ids[: int(limit)] if limit else ids
-
-
-def ids_without_masks(dataset, name: str) -> list[str]:
-    """The ids of split ``name`` whose ground-truth mask file is absent (a cheap look before indexing)."""
-    from pmm.data.voc import _read_ids
-
-    list_dir = "ImageSets/Segmentation"
-    ids = _limited(dataset, _read_ids(dataset.root / list_dir / f"{name}.txt", dataset.root, name, list_dir))
-    mask_dir = dataset.root / dataset.mask_dir
-    return [image_id for image_id in ids if not (mask_dir / f"{image_id}.png").is_file()]
-
-
-def _split_without_masks(dataset, name: str) -> VOCSplit:
-    """Split ``name`` with masks optional whatever ``data.labels`` says (inference needs no image labels).
-
-    With XML labels this is ``dataset.split(name, require_masks=False)``. With mask labels an id
-    without a mask has no labels; every listed image is still decoded and checked, and masks that
-    exist are checked as usual.
-    """
-    if dataset.label_source == "xml":
-        return dataset.split(name, require_masks=False)
-    from pmm.data.voc import _check_item, _Layout, _problems_message, _read_ids
-
-    list_dir = "ImageSets/Segmentation"
-    list_path = dataset.root / list_dir / f"{name}.txt"
-    ids = _limited(dataset, _read_ids(list_path, dataset.root, name, list_dir))
-    layout = _Layout(dataset.root, dataset.image_dir, dataset.mask_dir, "Annotations", tuple(dataset.class_names),
-                     "masks", False, list_path)
-    entries, problems = {}, []
-    for image_id in ids:
-        entry, found = _check_item(layout, image_id)
-        problems.extend(found)
-        if entry is not None:
-            entries[image_id] = entry
-    if problems:
-        raise PmmError(_problems_message(problems, layout, name, len(ids), None))
-    return VOCSplit(dataset.root, name, ids, tuple(dataset.class_names), dataset.image_dir, dataset.mask_dir,
-                    image_labels={i: tuple(entries[i][1]) for i in ids},
-                    image_sizes={i: tuple(entries[i][2]) for i in ids},
-                    missing_masks=frozenset(i for i in ids if not entries[i][3]), label_source="masks")
-
-
-def eval_split(ctx: RunContext) -> VOCSplit:
-    """``data.val_split`` for evaluation: with masks required when they are all there, optional otherwise.
-
-    A split whose ids lack ground-truth masks (the VOC test set) is predicted but not scored.
-    """
-    name = ctx.cfg.data.val_split
-    dataset = ctx.dataset
-    splits = getattr(dataset, "_splits", None)  # the dataset's own cache of indexed splits: checked once per run
-    key = f"{name}|False"
-    if isinstance(splits, dict) and key in splits:
-        return splits[key]
-    missing = ids_without_masks(dataset, name)
-    if not missing:
-        return ctx.val_split
-    log.info("split '%s': %d image(s) have no ground-truth mask in %s (e.g. %s): predictions are written, not scored",
-             name, len(missing), dataset.root / dataset.mask_dir, missing[0])
-    split = _split_without_masks(dataset, name)
-    if isinstance(splits, dict):
-        splits[key] = split
-    return split
-
-
 def evaluate_module(ctx: RunContext, module: SegModule) -> dict:
     """Predict every val image (``eval`` TTA, ``crf.seg``), then score the PNGs on rank 0.
 
     A split without all its ground-truth masks is not scored (``val_scored: false``);
     ``eval.export`` packs the predictions for an evaluation server.
     """
-    from pmm.export import check_export, run_export
+    from pmm.scoring.export import check_export, run_export
 
     cfg = ctx.cfg.eval
     export = check_export(cfg.get("export"), module.net.num_classes)
-    split = eval_split(ctx)
-    folder = ctx.run_dir / "predictions" / split.split
+    split = ctx.eval_split
+    folder = ctx.predictions_dir(split.split)
     crf = CRFParams.from_config(ctx.cfg.crf.seg, "crf.seg") if cfg.crf else None
     predict_split(ctx, module.net, split, folder, eval_tta(ctx), crf, use_labels=False, batch_size=cfg.batch_size)
 
@@ -228,11 +158,9 @@ def evaluate_module(ctx: RunContext, module: SegModule) -> dict:
 
     def score() -> dict:
         report = score_mask_folder(split, folder, desc="scoring predictions")
-        write_json(ctx.run_dir / "eval_report.json", report)
+        write_json(ctx.report_path("eval"), report)
         print_table(report)
         save_eval_figures(ctx, folder, report, split)
-        from pmm.stages.pseudo import log_mask_panel
-
         log_mask_panel(ctx, f"predictions/{split.split}", split.split, folder)
         result = {"val_miou": report["miou"], "val_per_class_iou": report["per_class_iou"], "val_scored": True}
         ctx.record(**result)

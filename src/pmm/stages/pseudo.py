@@ -8,29 +8,25 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import os
 import shutil
 from functools import partial
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from pmm.context import RunContext
+from pmm.runtime.context import RunContext
 from pmm.crf import CRFParams
-from pmm.distributed import barrier, is_main, run_sharded
+from pmm.runtime.distributed import barrier, is_main, run_sharded
+from pmm.runtime.pool import run_pool
+from pmm.runtime.tracking import log_mask_panel
 from pmm.errors import PmmError
-from pmm.evaluation import score_mask_folder
+from pmm.scoring.masks import score_mask_folder
 from pmm.io import load_cams, load_image, save_mask, write_json
 from pmm.pseudo import alpha_from_threshold, cov_smooth, make_pseudo_mask
-from pmm.stages.cam import cam_checkpoint_dir, cams_dir, infer_cams, load_cam_module, score_cams
+from pmm.stages.cam_inference import infer_cams, load_cam_module, score_cams
 
 log = logging.getLogger("pmm")
-
-
-def round_dir(ctx: RunContext, round_index: int) -> Path:
-    return ctx.run_dir / "pseudo_masks" / f"round_{round_index}"
 
 
 def _make_one(image_id: str, image_path: str, cams_path: str, output_path: str, settings: dict) -> str:
@@ -55,8 +51,8 @@ def resolve_alpha(ctx: RunContext, threshold: float) -> float:
 
 def reuse_cams(ctx: RunContext, split_name: str) -> None:
     """Link the CAMs another split of this run already holds (VOC train is part of train_aug)."""
-    folder = cams_dir(ctx, split_name)
-    others = [p for p in (ctx.run_dir / "cams").glob("*") if p.is_dir() and p != folder]
+    folder = ctx.cams_dir(split_name)
+    others = [p for p in ctx.cams_root.glob("*") if p.is_dir() and p != folder]
     for image_id in ctx.split(split_name).ids:
         target = folder / f"{image_id}.npz"
         if target.is_file():
@@ -74,7 +70,7 @@ def reuse_cams(ctx: RunContext, split_name: str) -> None:
 
 def ensure_cams(ctx: RunContext, split_name: str) -> None:
     """CAMs of the split: this run's own files (of any split), or inferred now with ``cam_ckpt``."""
-    folder = cams_dir(ctx, split_name)
+    folder = ctx.cams_dir(split_name)
     split = ctx.split(split_name)
     if not ctx.cfg.cam_ckpt and is_main():
         reuse_cams(ctx, split_name)
@@ -82,7 +78,7 @@ def ensure_cams(ctx: RunContext, split_name: str) -> None:
     complete = folder.is_dir() and all((folder / f"{i}.npz").is_file() for i in split.ids)
     if complete and not ctx.cfg.cam_ckpt:
         return
-    checkpoint = ctx.cfg.cam_ckpt or cam_checkpoint_dir(ctx) / "last.ckpt"
+    checkpoint = ctx.cfg.cam_ckpt or ctx.checkpoint_dir("cam") / "last.ckpt"
     log.info("inferring CAMs of '%s' with %s", split_name, checkpoint)
     infer_cams(ctx, load_cam_module(ctx, checkpoint), split_name)
 
@@ -109,24 +105,13 @@ def write_round_zero(ctx: RunContext, split_names: list[str], ids: list[str], se
     for name in split_names:  # an id's image and CAMs are read through the first split that lists it
         for image_id in ctx.split(name).ids:
             owner.setdefault(image_id, name)
-    output = round_dir(ctx, 0)
+    output = ctx.round_dir(0)
     output.mkdir(parents=True, exist_ok=True)
     todo = [i for i in ids if not (ctx.cfg.pseudo.resume and already_written(output / f"{i}.png"))]
-    tasks = [(i, str(ctx.split(owner[i]).image_path(i)), str(cams_dir(ctx, owner[i]) / f"{i}.npz"),
+    tasks = [(i, str(ctx.split(owner[i]).image_path(i)), str(ctx.cams_dir(owner[i]) / f"{i}.npz"),
               str(output / f"{i}.png")) for i in todo]
-    workers = max(1, int(ctx.cfg.pseudo.workers))
-    job = partial(_star_make_one, settings=settings)
-    progress = tqdm(total=len(tasks), desc=f"pseudo-masks ({settings['method']})", disable=not is_main())
-    if workers == 1:
-        for task in tasks:
-            job(task)
-            progress.update()
-    else:
-        # fork: the children only run numpy and the CRF, and skip re-importing torch and Lightning.
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            for _ in pool.imap_unordered(job, tasks, chunksize=4):
-                progress.update()
-    progress.close()
+    run_pool(partial(_star_make_one, settings=settings), tasks, int(ctx.cfg.pseudo.workers),
+             desc=f"pseudo-masks ({settings['method']})", show_progress=is_main())
 
 
 def _star_make_one(task: tuple, settings: dict) -> str:
@@ -141,7 +126,7 @@ def save_pseudo_figures(ctx: RunContext, split_name: str, folder: Path, settings
     rows = []
     for image_id in split.ids[: ctx.cfg.pseudo.figures]:
         image = split.load_image(image_id)
-        cams, labels = load_cams(cams_dir(ctx, split_name) / f"{image_id}.npz")
+        cams, labels = load_cams(ctx.cams_dir(split_name) / f"{image_id}.npz")
         if len(labels):
             peak = cams.max(axis=0)
             smooth = cov_smooth(cams, ctx.cfg.pseudo.cov_scale, ctx.cfg.pseudo.cov_threshold).max(axis=0)
@@ -156,20 +141,6 @@ def save_pseudo_figures(ctx: RunContext, split_name: str, folder: Path, settings
         ])
     viz.save_panel(ctx.figures_dir / "pseudo_panel.png", rows, title=f"pseudo-masks, round 0 ({split_name})")
     log_mask_panel(ctx, "pseudo_masks/round_0", split_name, folder)
-
-
-def log_mask_panel(ctx: RunContext, key: str, split_name: str, folder: Path) -> None:
-    """The first images of a mask folder with ground truth, as wandb mask overlays (if wandb is on)."""
-    from pmm.io import load_mask
-    from pmm.tracking import log_masks
-
-    if ctx.cfg.get("logger") is None or "wandb" not in ctx.cfg.logger:
-        return
-    split = ctx.split(split_name)
-    ids = split.ids[: ctx.cfg.pseudo.figures]
-    log_masks(ctx.cfg, key, [split.load_image(i) for i in ids],
-              {"mask": [load_mask(folder / f"{i}.png") for i in ids], "ground truth": [split.load_mask(i) for i in ids]},
-              list(ctx.class_names), captions=list(ids))
 
 
 def run(ctx: RunContext) -> dict:
@@ -194,7 +165,7 @@ def run(ctx: RunContext) -> dict:
     }
     log.info("pseudo-masks: method=%s cov=%s alpha=%.2f (CAM threshold t*=%.2f) on split(s) %s, CRF backend %s",
              cfg.method, cfg.cov, alpha, threshold, ", ".join(split_names), crf.backend)
-    folder = round_dir(ctx, 0)
+    folder = ctx.round_dir(0)
     all_ids = list(dict.fromkeys(i for name in split_names for i in ctx.split(name).ids))
 
     def score() -> dict:
@@ -206,7 +177,7 @@ def run(ctx: RunContext) -> dict:
         report = dict(reports[split_name])
         report.update(method=cfg.method, cov=bool(cfg.cov), alpha=alpha, round=0, folder=str(folder),
                       by_split={name: r for name, r in reports.items()})
-        write_json(ctx.run_dir / "pseudo_report.json", report)
+        write_json(ctx.report_path("pseudo"), report)
         save_pseudo_figures(ctx, split_name, folder, settings)
         from pmm import viz
 

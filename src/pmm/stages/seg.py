@@ -10,18 +10,18 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from pmm.checkpoints import read_checkpoint, resume_checkpoint
-from pmm.context import RunContext
+from pmm.runtime.context import RunContext
 from pmm.crf import CRFParams
 from pmm.data.transforms import seg_pipeline
 from pmm.errors import PmmError
-from pmm.evaluation import score_mask_folder
-from pmm.nets.build import build_from_spec, network_spec
+from pmm.scoring.masks import score_mask_folder
+from pmm.nets.build import DEFAULT_TARGETS, build_from_spec, network_spec
 from pmm.seg.datamodule import PseudoMaskDataModule
-from pmm.seg.model import encoder_weights_from_cam
+from pmm.seg.model import Segmenter, encoder_weights_from_cam
 from pmm.seg.module import SegModule
-from pmm.stages.cam import cam_checkpoint_dir
-from pmm.stages.common import build_callbacks, build_trainer, epochs_for_min_steps, planned_world_size
-from pmm.tta import TTAConfig
+from pmm.runtime.tracking import log_mask_panel
+from pmm.runtime.trainer import build_callbacks, build_trainer, epochs_for_min_steps, planned_world_size
+from pmm.nets.tta import TTAConfig
 
 log = logging.getLogger("pmm")
 
@@ -31,10 +31,6 @@ def latest_round(folder: Path) -> Path | None:
     return rounds[-1] if rounds else None
 
 
-# Names of the first release, still understood.
-SOURCE_ALIASES = {"ppmg": "latest_round", "gt": "ground_truth"}
-
-
 def resolve_mask_source(ctx: RunContext) -> Path | None:
     """``pseudo.source``: ``latest_round`` (this run's newest pseudo-mask round), ``ground_truth``
     (None: the split's own masks, the fully-supervised twin), or a folder.
@@ -42,14 +38,13 @@ def resolve_mask_source(ctx: RunContext) -> Path | None:
     A folder may be a mask folder or a run directory (its latest ``pseudo_masks/round_<r>`` is used).
     """
     source = str(ctx.cfg.pseudo.source)
-    source = SOURCE_ALIASES.get(source, source)
     if source == "ground_truth":
         return None
     if source == "latest_round":
-        found = latest_round(ctx.run_dir / "pseudo_masks")
+        found = latest_round(ctx.pseudo_masks_dir)
         if found is None:
             raise PmmError(
-                f"pseudo.source=latest_round: no pseudo-masks in {ctx.run_dir / 'pseudo_masks'}; run stage=pseudo in "
+                f"pseudo.source=latest_round: no pseudo-masks in {ctx.pseudo_masks_dir}; run stage=pseudo in "
                 "this run (stage=all does), or set pseudo.source to a mask folder / run directory, or "
                 "pseudo.source=ground_truth"
             )
@@ -67,7 +62,7 @@ def resolve_mask_source(ctx: RunContext) -> Path | None:
 
 def init_encoder_from_cam(ctx: RunContext, net: Segmenter) -> None:
     """``segmenter.init_from_cam``: start the encoder from the CAM backbone (``cam_ckpt`` or this run's)."""
-    path = Path(ctx.cfg.cam_ckpt) if ctx.cfg.cam_ckpt else cam_checkpoint_dir(ctx) / "last.ckpt"
+    path = Path(ctx.cfg.cam_ckpt) if ctx.cfg.cam_ckpt else ctx.checkpoint_dir("cam") / "last.ckpt"
     if not path.is_file():
         log.warning("segmenter.init_from_cam: no CAM checkpoint at %s; the encoder starts from %s", path,
                     "ImageNet weights" if ctx.cfg.segmenter.pretrained or ctx.cfg.segmenter.weights else "scratch")
@@ -94,7 +89,7 @@ def build_seg_module(ctx: RunContext, round_epochs: int | None = None, steps_per
     """The segmentation module of the config; ``round_epochs`` is the cyclic period (``seg_schedule``)."""
     cfg = ctx.cfg
     round_epochs = round_epochs or cfg.cyclic.every_n_epochs
-    spec = network_spec(cfg.segmenter, exclude=("init_from_cam",), default_target="pmm.seg.model.Segmenter",
+    spec = network_spec(cfg.segmenter, exclude=("init_from_cam",), default_target=DEFAULT_TARGETS["seg"],
                         num_classes=ctx.num_classes)
     net = build_from_spec(spec, "segmenter")
     if cfg.segmenter.get("init_from_cam", False) and not resume_checkpoint(cfg, "seg"):
@@ -168,15 +163,13 @@ def run(ctx: RunContext) -> dict:
         rounds = list(ctx.read_metrics().get("pseudo_miou_rounds", []))
         rounds = rounds[:index] + [report["miou"]]
         ctx.record(pseudo_miou_rounds=rounds)
-        from pmm.stages.pseudo import log_mask_panel
-
         log_mask_panel(ctx, f"pseudo_masks/round_{index}", ctx.train_split.split, folder)
         log.info("cyclic round %d pseudo-mask mIoU on '%s': %.4f", index, ctx.train_split.split, report["miou"])
 
     partials = {}
     if mask_dir is not None and cfg.cyclic.rounds > 0:
         partials["cyclic"] = dict(
-            split=ctx.train_split, datamodule=datamodule, output_root=ctx.run_dir / "pseudo_masks",
+            split=ctx.train_split, datamodule=datamodule, output_root=ctx.pseudo_masks_dir,
             every_n_epochs=round_epochs, on_round=on_round, tta=TTAConfig.from_config(cfg.cyclic),
             crf=seg_crf(ctx, cfg.cyclic.crf),
         )

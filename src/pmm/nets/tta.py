@@ -85,14 +85,22 @@ def sliding_windows(height: int, width: int, window: int, stride: int) -> list[t
     return [(top, left, min(window, height), min(window, width)) for top in starts(height) for left in starts(width)]
 
 
-def rescaled_size(height: int, width: int, short_side: int | None, max_long: int | None) -> tuple[int, int]:
-    """The size after mmseg's keep-ratio rescale (short side to ``short_side``, long side at most ``max_long``)."""
+def rescaled_size(height: int, width: int, short_side: int | None, max_long: int | None = None,
+                  ratio: float = 1.0) -> tuple[int, int]:
+    """(new_height, new_width) of mmcv's ``imrescale`` to ``img_scale=(max_long, short_side)`` x ratio.
+
+    The scale factor is ``min(max_long * ratio / long, short_side * ratio / short)`` (the
+    targets truncated to ints as mmseg's ``Resize`` does), each side rounded half up.
+    ``short_side=None`` keeps the size (times ``ratio``); ``max_long=None`` puts no bound on the
+    long side.
+    """
     if short_side is None:
-        return height, width
-    factor = short_side / min(height, width)
-    if max_long is not None:
-        factor = min(factor, max_long / max(height, width))
-    return max(1, round(height * factor)), max(1, round(width * factor))
+        factor = float(ratio)
+    else:
+        factor = int(short_side * ratio) / min(height, width)
+        if max_long is not None:
+            factor = min(factor, int(max_long * ratio) / max(height, width))
+    return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
 
 
 def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:

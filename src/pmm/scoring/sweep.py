@@ -1,28 +1,12 @@
-"""CAM post-processing (per-class min-max, pure torch) and the background-threshold sweep (pure numpy).
-
-The multi-scale / flip / multi-crop inference itself is :mod:`pmm.tta`.
-"""
+"""The background-threshold sweep that scores CAMs (pure numpy): one confusion matrix per threshold."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
-from pmm.metrics import confusion_matrix
-
-
-def normalize_cams(cams: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Keep the labelled classes (1-based ``labels``) of one image, min-max normalised to [0, 1] each.
-
-    Returns K x H x W for the K labels (K may be 0).
-    """
-    kept = cams[labels - 1]
-    flat = kept.flatten(1)
-    low = flat.min(dim=1).values.view(-1, 1, 1)
-    high = flat.max(dim=1).values.view(-1, 1, 1)
-    return (kept - low) / (high - low).clamp_min(1e-5)
+from pmm.scoring.metrics import confusion_matrix
 
 
 def default_thresholds() -> np.ndarray:

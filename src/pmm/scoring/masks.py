@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from pmm.data.voc import VOCSplit
 from pmm.errors import PmmError
 from pmm.io import load_mask
-from pmm.metrics import confusion_matrix, segmentation_report
+from pmm.scoring.metrics import confusion_matrix, segmentation_report
+
+if TYPE_CHECKING:  # a type only: the data layer sits above this one
+    from pmm.data.voc import VOCSplit
 
 
 def score_mask_folder(split: VOCSplit, folder: str | Path, desc: str = "scoring") -> dict:
     """One confusion matrix over every id of ``split``: ``folder/<id>.png`` against the ground truth.
 
-    Returns :func:`pmm.metrics.segmentation_report` plus ``split`` and ``num_images``.
+    Returns :func:`pmm.scoring.metrics.segmentation_report` plus ``split`` and ``num_images``.
     """
     folder = Path(folder)
     total = np.zeros((split.num_classes, split.num_classes), dtype=np.int64)

@@ -1,11 +1,11 @@
-"""Deterministic data loading: seeded shuffling and albumentations seeded per DataLoader worker.
+"""DataLoaders as every stage builds them: seeded shuffling, albumentations seeded per worker.
 
 albumentations 2.x draws from its *own* generators (``Compose(seed=...)``, ``set_random_seed``),
 not from numpy's or Python's global state, so ``pl.seed_everything`` alone leaves the
 augmentation unseeded (a Compose built with ``seed=None`` takes fresh OS entropy), and a seeded
 Compose copied into forked workers would make every worker draw the same numbers. Here:
 
-- :func:`seed_transform` seeds a Compose so that it and all its steps share *one* generator pair
+- :func:`pmm.data.transforms.seed_transform` seeds a Compose so that it and all its steps share *one* generator pair
   (albumentations' own ``set_random_seed`` gives every step its own generator with the same seed,
   so e.g. a flip and a crop would draw the same first numbers);
 - :func:`worker_init_fn` runs Lightning's ``pl_worker_init_function`` (numpy / torch / random
@@ -30,7 +30,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["derive_seed", "global_seed", "iter_transforms", "seed_dataset", "seed_transform", "seeded_loader",
+from pmm.data.transforms import seed_transform
+from pmm.runtime.distributed import rank
+
+__all__ = ["derive_seed", "global_seed", "iter_transforms", "loader", "seed_dataset", "seeded_loader",
            "worker_init_fn"]
 
 _SALT = 0x504D4D  # "PMM": keeps the transform's stream apart from Lightning's numpy/torch/random seeds
@@ -48,26 +51,6 @@ def global_seed() -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
-
-
-def _rank() -> int:
-    from pytorch_lightning.utilities.rank_zero import rank_zero_only
-
-    return int(getattr(rank_zero_only, "rank", 0) or 0)
-
-
-def seed_transform(transform: Any, seed: int | None) -> Any:
-    """Seed an albumentations Compose (or transform) so all its steps share one generator; returns it.
-
-    ``seed=None`` draws fresh entropy (albumentations' default). Objects without
-    ``set_random_seed`` (plain callables) are returned unchanged.
-    """
-    if transform is None or not hasattr(transform, "set_random_seed"):
-        return transform
-    transform.set_random_seed(None if seed is None else int(seed) % (1 << 32))
-    if hasattr(transform, "set_random_state"):
-        transform.set_random_state(transform.random_generator, transform.py_random)
-    return transform
 
 
 def iter_transforms(dataset: Any, _seen: set[int] | None = None) -> Iterator[Any]:
@@ -106,7 +89,7 @@ def worker_init_fn(worker_id: int) -> None:
     info = torch.utils.data.get_worker_info()
     if info is None:
         return
-    seed_dataset(info.dataset, derive_seed(info.seed, _rank()))
+    seed_dataset(info.dataset, derive_seed(info.seed, rank()))
 
 
 def seeded_loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool = False,
@@ -115,7 +98,7 @@ def seeded_loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: 
     """A DataLoader whose shuffling and augmentation are reproducible from ``seed``.
 
     ``seed=None`` takes Lightning's seed (``PL_GLOBAL_SEED``, set by ``pl.seed_everything``); if
-    there is none either, the loader is unseeded (as ``pmm.stages.common.loader``) apart from
+    there is none either, the loader is unseeded (as :func:`loader`) apart from
     per-worker re-seeding, which keeps workers from repeating each other.
     ``persistent_workers=None`` means "when there are workers". A loader that is *rebuilt* every
     epoch must be given a seed that changes with the epoch (e.g. ``derive_seed(seed, epoch)``),
@@ -132,7 +115,7 @@ def seeded_loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: 
         generator.manual_seed(derive_seed(seed, 1))
         if num_workers == 0:
             # No worker to re-seed: the main process's transform continues one seeded stream.
-            seed_dataset(dataset, derive_seed(seed, _rank(), 2))
+            seed_dataset(dataset, derive_seed(seed, rank(), 2))
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -145,3 +128,10 @@ def seeded_loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: 
         worker_init_fn=worker_init_fn if num_workers > 0 else None,
         **kwargs,
     )
+
+
+def loader(dataset, batch_size: int, num_workers: int, shuffle: bool = False, drop_last: bool = False, collate_fn=None,
+           persistent_workers: bool | None = None, seed: int | None = None) -> DataLoader:
+    """A seeded DataLoader as every stage builds one (``seed=None``: Lightning's seed); workers persist across epochs unless told not to."""
+    return seeded_loader(dataset, batch_size, num_workers, shuffle=shuffle, drop_last=drop_last, collate_fn=collate_fn,
+                         seed=seed, persistent_workers=persistent_workers)

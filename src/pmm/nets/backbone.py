@@ -29,7 +29,7 @@ def create_backbone(
         output_stride: 8, 16 or 32; dilates the last stages as DeepLab/SEAM do.
         out_index: which feature stage to return (timm ``out_indices``); stages after it are dropped.
         config_key: the config node named in error messages.
-        in_chans: input channels (``pmm.input_encoding``); timm adapts pretrained first-layer weights.
+        in_chans: input channels (``pmm.nets.encoding``); timm adapts pretrained first-layer weights.
         out_indices: several feature stages at once (SEAM reads stages 2, 3 and the last); overrides
             ``out_index``.
     """

@@ -1,14 +1,14 @@
 """Training data of the multi-crop CAM round: crops of the training images, labelled from the
 first round's rough masks (PMM / SEAM's ``VOC12ClsHeatCropDataset``).
 
-Each item is one random crop of one image (:func:`pmm.cam.multicrop.sample_labelled_crop`: area
+Each item is one random crop of one image (:func:`pmm.cam.crops.sample_labelled_crop`: area
 and aspect as torchvision's RandomResizedCrop, optionally centred on the first round's CAM heat,
 resampled until a class of the rough mask covers ``min_share`` of it), flipped with probability
 1/2, colour-jittered and resized to ``crop`` x ``crop``. Its labels are the classes of the rough
-mask the crop holds (:func:`pmm.cam.multicrop.crop_labels`), restricted to the image's own labels.
+mask the crop holds (:func:`pmm.cam.crops.crop_labels`), restricted to the image's own labels.
 
 Every random draw of an item comes from a numpy ``Generator`` seeded from ``(seed, epoch, index)``
-(:func:`pmm.data.seeding.derive_seed`), so the crops do not depend on the number of DataLoader
+(:func:`pmm.runtime.loaders.derive_seed`), so the crops do not depend on the number of DataLoader
 workers, on the order the items are asked for, or on the process. The epoch reaches the workers
 through the sampler (:class:`EpochSampler`): it yields ``epoch * len(dataset) + index``.
 """
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from pmm.cam.multicrop import Box, sample_labelled_crop
-from pmm.data.seeding import derive_seed
+from pmm.cam.crops import Box, sample_labelled_crop
+from pmm.runtime.loaders import derive_seed
 from pmm.io import load_cams, load_mask
 
 __all__ = ["CropClassificationDataset", "EpochSampler", "crop_item", "split_key"]

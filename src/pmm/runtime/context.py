@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import logging
 import os
 from dataclasses import dataclass, field
@@ -10,10 +12,12 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pmm.data.voc import VOCSplit
-from pmm.distributed import barrier, is_main, rank, world_size  # noqa: F401 - re-exported
+from pmm.runtime.distributed import is_main
 from pmm.errors import PmmError
 from pmm.io import update_json
+
+if TYPE_CHECKING:  # a type only: the data layer sits above this one
+    from pmm.data.voc import VOCSplit
 
 log = logging.getLogger("pmm")
 
@@ -25,22 +29,57 @@ class RunContext:
     cfg: DictConfig
     run_dir: Path
     _dataset: object | None = field(default=None, repr=False)
+    _eval_split: object | None = field(default=None, repr=False)
 
     @property
     def dataset(self):
         """The ``data`` node's dataset object (:mod:`pmm.data.sources`), built once."""
         if self._dataset is None:
-            from pmm.nets.build import build_from_spec
+            from pmm.nets.build import DEFAULT_TARGETS, build_from_spec
 
             spec = OmegaConf.to_container(self.cfg.data, resolve=True)
-            spec.setdefault("_target_", "pmm.data.sources.VOCDataset")
+            spec.setdefault("_target_", DEFAULT_TARGETS["data"])
             spec["cache_dir"] = self.cfg.paths.cache_dir
             self._dataset = build_from_spec(spec, "data")
         return self._dataset
 
+    # ---- the run folder: every path a stage writes or reads, in one place
     @property
     def metrics_path(self) -> Path:
         return self.run_dir / "metrics.json"
+
+    def report_path(self, stage: str) -> Path:
+        """``cam_report.json``, ``pseudo_report.json``, ``eval_report.json``."""
+        return self.run_dir / f"{stage}_report.json"
+
+    def checkpoint_dir(self, stage: str) -> Path:
+        """``checkpoints/cam`` or ``checkpoints/seg`` (Lightning's ``last.ckpt`` and best checkpoints)."""
+        return self.run_dir / "checkpoints" / stage
+
+    @property
+    def cams_root(self) -> Path:
+        return self.run_dir / "cams"
+
+    def cams_dir(self, split: str) -> Path:
+        """``cams/<split>/<id>.npz``: the normalised CAMs of a split."""
+        return self.cams_root / split
+
+    @property
+    def pseudo_masks_dir(self) -> Path:
+        return self.run_dir / "pseudo_masks"
+
+    def round_dir(self, index: int) -> Path:
+        """``pseudo_masks/round_<index>/<id>.png``: round 0 from the CAMs, later rounds from the segmenter."""
+        return self.pseudo_masks_dir / f"round_{index}"
+
+    def predictions_dir(self, split: str) -> Path:
+        """``predictions/<split>/<id>.png``: the segmenter's label maps."""
+        return self.run_dir / "predictions" / split
+
+    @property
+    def multi_crop_dir(self) -> Path:
+        """``multi_crop/``: the second CAM round's first-round CAMs and rough masks."""
+        return self.run_dir / "multi_crop"
 
     @property
     def figures_dir(self) -> Path:
@@ -79,6 +118,21 @@ class RunContext:
     @property
     def val_split(self) -> VOCSplit:
         return self.split(self.cfg.data.val_split)
+
+    @property
+    def eval_split(self) -> VOCSplit:
+        """``data.val_split`` for evaluation: masks required when they are all there, optional otherwise.
+
+        A split whose ids lack ground-truth masks (the VOC test set) is predicted but not scored.
+        """
+        if self._eval_split is None:
+            name = self.cfg.data.val_split
+            missing = self.dataset.missing_mask_ids(name)
+            if missing:
+                log.info("split '%s': %d image(s) have no ground-truth mask in %s (e.g. %s): predictions are written, "
+                         "not scored", name, len(missing), self.dataset.root / self.dataset.mask_dir, missing[0])
+            self._eval_split = self.dataset.prediction_split(name)
+        return self._eval_split
 
     def crop_size(self) -> int:
         """``data.crop_size``, or min(448, median long side of the training images) rounded up to 32."""

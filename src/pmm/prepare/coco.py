@@ -7,7 +7,7 @@
 - ``out_root/ImageSets/Segmentation/<split>.txt``: the converted ids, sorted,
 - ``out_root/class_names.json``: ``["background", <category names in category-id order>]``, the
   value to give as ``data.class_names``, and ``out_root/class_names.txt``, the same names one a line
-  (what ``data=coco`` reads through :func:`read_class_names`).
+  (what ``data=coco`` reads through :func:`pmm.data.class_names.read_class_names`).
 
 Class ids: COCO category ids are sparse (COCO 2014/2017: 80 categories with ids up to 90); they are
 mapped to the contiguous ids 1..K in increasing category-id order, 0 being background.
@@ -27,7 +27,7 @@ processes; every listed image is checked to exist before anything is written, an
 class names are written last. A rerun skips the masks newer than the annotation file and the images
 already placed, so an interrupted conversion is finished by running it again.
 
-CLI (``python -m pmm.data.coco`` takes the same options)::
+CLI::
 
     python -m pmm.prepare coco --annotations instances_train2014.json --images train2014/ \\
         --out data/coco2014 --split train [--copy] [--limit N] [--workers N]
@@ -39,7 +39,6 @@ import argparse
 import json
 import os
 import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,17 +46,10 @@ from PIL import Image
 
 from pmm.errors import PmmError
 from pmm.io import atomic_path, save_mask
-from pmm.prepare.common import (
-    CLASS_NAMES_JSON,
-    CLASS_NAMES_TXT,
-    default_workers,
-    place_file,
-    read_class_names,
-    run_jobs,
-    write_class_names,
-)
+from pmm.data.class_names import CLASS_NAMES_JSON, CLASS_NAMES_TXT, read_class_names, write_class_names
+from pmm.prepare.common import default_workers, place_file, run_jobs
 
-__all__ = ["coco_class_names", "convert_coco_to_voc", "read_class_names", "add_arguments", "run_cli", "main"]
+__all__ = ["coco_class_names", "convert_coco_to_voc", "add_arguments", "run_cli"]
 
 IGNORE = 255
 # Mask values are uint8 and 255 means ignore: background + at most 254 classes.
@@ -339,7 +331,7 @@ def convert_coco_to_voc(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The converter's options (shared by ``python -m pmm.data.coco`` and ``python -m pmm.prepare coco``)."""
+    """The converter's options (``python -m pmm.prepare coco``)."""
     parser.add_argument("--annotations", required=True, help="COCO instances JSON, e.g. annotations/instances_train2014.json")
     parser.add_argument("--images", required=True, help="folder of the annotation file's images, e.g. train2014/")
     parser.add_argument("--out", required=True, help="output VOC-layout root, e.g. data/coco2014")
@@ -375,22 +367,3 @@ def run_cli(args: argparse.Namespace) -> int:
     print(f"  pmm data=coco {shlex.quote(f'data.root={root}')}   (class names read from {CLASS_NAMES_TXT})")
     print(f"  pmm data=voc {shlex.quote(f'data.root={root}')} {shlex.quote(f'data.class_names={override}')}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pmm.data.coco",
-        description="Convert COCO instance annotations into the VOC devkit layout read by data=voc "
-        "(the same as python -m pmm.prepare coco).",
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except PmmError as error:
-        print(f"pmm: error: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,10 +10,9 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pmm.ckpt_io import AtomicCheckpointIO
-from pmm.context import RunContext
-from pmm.data.loaders import loader  # noqa: F401 - re-exported for the stages
-from pmm.tracking import run_config
+from pmm.checkpoints import AtomicCheckpointIO
+from pmm.runtime.context import RunContext
+from pmm.runtime.tracking import run_config
 
 log = logging.getLogger("pmm")
 

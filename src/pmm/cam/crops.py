@@ -1,5 +1,4 @@
-"""The multi-crop round of the CAM stage (pure numpy): training crops and their labels, and the
-crop windows of multi-crop CAM inference.
+"""The multi-crop round of the CAM stage (pure numpy): training crop boxes and their labels.
 
 PMM trains its final CAM network on crops (``VOC12ClsHeatCropDataset`` in the authors'
 ``tool/data.py``): a random crop of 4-100 % of the image area, aspect 3/5-5/3 (torchvision's
@@ -7,14 +6,12 @@ RandomResizedCrop sampling, 10 attempts, else a centre crop), labelled with the 
 first round's rough mask that the crop holds, resampled (up to 100 times) until it holds one; the
 crop is then flipped, colour-jittered and resized to 448 x 448.
 
-Boxes are ``(top, left, height, width)`` in pixels of the full image, as ``pmm.tta.sliding_windows``.
+Boxes are ``(top, left, height, width)`` in pixels of the full image, as ``pmm.nets.tta.sliding_windows``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-
 import numpy as np
 
 Box = tuple[int, int, int, int]  # top, left, height, width
@@ -111,56 +108,3 @@ def sample_labelled_crop(
         if labels.any():
             break
     return box, labels
-
-
-def multicrop_boxes(height: int, width: int, scales: Sequence[float] = (1.0,), crop_size: int = 448, stride: int = 300) -> list[Box]:
-    """The authors' multi-crop inference windows (``VOC12ClsDatasetMultiCrop``), in full-image pixels.
-
-    For each scale s, the image rescaled by s is tiled along each axis: tiles ``[i * stride,
-    (i + 1) * stride)``, and the last tile is the ``crop_size`` pixels flush with the far edge (the
-    whole axis when it is shorter). Note the authors' tiles before the last are ``stride`` long,
-    not ``crop_size``. Each tile is mapped back by 1/s (truncated); the caller crops the image there
-    and resizes the crop to ``crop_size`` x ``crop_size`` (so a crop may be stretched), runs the
-    network (and its flip), resizes the CAM back to the box and averages overlapping boxes
-    (:func:`merge_crops`).
-    """
-    boxes: list[Box] = []
-    for s in scales:
-        w, h = int(width * s), int(height * s)
-        xs = _tiles(w, crop_size, stride)
-        ys = _tiles(h, crop_size, stride)
-        for x1, x2 in xs:
-            for y1, y2 in ys:
-                left, right = int(x1 / s), int(x2 / s)
-                top, bottom = int(y1 / s), int(y2 / s)
-                boxes.append((top, left, bottom - top, right - left))
-    return boxes
-
-
-def _tiles(length: int, crop_size: int, stride: int) -> list[tuple[int, int]]:
-    count = 1 + int(math.ceil(max(0.0, float(length - crop_size)) / stride))
-    tiles = []
-    for index in range(count):
-        if index == count - 1:
-            end = length
-            start = max(0, end - crop_size)
-        else:
-            start, end = index * stride, min(length, (index + 1) * stride)
-        tiles.append((start, end))
-    return tiles
-
-
-def merge_crops(maps: Sequence[np.ndarray], boxes: Sequence[Box], height: int, width: int) -> np.ndarray:
-    """Average C x h x w maps, each already resized to its box, into a C x H x W map; pixels no
-    box covers are 0 (the authors: sum over crops / max(1, number of crops covering the pixel))."""
-    if not maps:
-        raise ValueError("merge_crops: no crops")
-    channels = maps[0].shape[0]
-    total = np.zeros((channels, height, width), dtype=np.float64)
-    count = np.zeros((height, width), dtype=np.float64)
-    for crop, (top, left, h, w) in zip(maps, boxes, strict=True):
-        if crop.shape[-2:] != (h, w):
-            raise ValueError(f"merge_crops: a crop of {crop.shape[-2:]} for a box of {(h, w)}")
-        total[:, top : top + h, left : left + w] += crop
-        count[top : top + h, left : left + w] += 1
-    return (total / np.maximum(count, 1)).astype(np.float32)

@@ -112,7 +112,7 @@ def export_voc_test(prediction_dir: str | os.PathLike, ids: Sequence[str], run_d
         _swap_folder(staging, target)
         staging = None
     except OSError as error:
-        from pmm.ckpt_io import os_error_line
+        from pmm.checkpoints import os_error_line
 
         raise PmmError(os_error_line(archive, error, "the VOC test-server export")) from None
     finally:
