@@ -76,7 +76,7 @@ def test_threshold_sweep_matches_hand_built_predictions():
 
 
 def test_missing_local_weights_file_is_a_clear_error(tmp_path):
-    with pytest.raises(PmmError, match=r"model.weights=.*nope.pth: file not found"):
+    with pytest.raises(PmmError, match=r"cam_net.weights=.*nope.pth: file not found"):
         CAMNet("resnet18", num_classes=3, weights=str(tmp_path / "nope.pth"))
 
 

@@ -126,7 +126,7 @@ def test_multi_crop_round_end_to_end(tmp_path):
     from pmm.errors import PmmError
 
     data_dir = tmp_path / "data"
-    tiny = ["model=seam", "cam.scales=[1.0]", "cam.flip=false", "cam.figures=2"]
+    tiny = ["cam_net=seam", "cam.scales=[1.0]", "cam.flip=false", "cam.figures=2"]
     first_dir = tmp_path / "first"
     first = run_stage(first_dir, data_dir, ["stage=cam", *tiny])
     assert first["cam_round"] == "standard"

@@ -148,7 +148,7 @@ def test_all_stage_end_to_end(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_seg_on_ground_truth_and_resume_from_checkpoint(data_dir, tmp_path):
-    first = run_stage(tmp_path / "a", data_dir, ["stage=seg", "pseudo.source=gt", "seg.max_epochs=1"])
+    first = run_stage(tmp_path / "a", data_dir, ["stage=seg", "pseudo.source=ground_truth", "seg.max_epochs=1"])
     assert first["seg_source"] == "ground_truth" and "val_miou" in first
     checkpoint = tmp_path / "a" / "checkpoints" / "seg" / "last.ckpt"
     import torch
@@ -156,7 +156,7 @@ def test_seg_on_ground_truth_and_resume_from_checkpoint(data_dir, tmp_path):
     steps_one_epoch = torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
     assert steps_one_epoch > 0
     resumed = run_stage(tmp_path / "a", data_dir,
-                        ["stage=seg", "pseudo.source=gt", "seg.max_epochs=2", f"ckpt_path={checkpoint}"])
+                        ["stage=seg", "pseudo.source=ground_truth", "seg.max_epochs=2", f"ckpt_path={checkpoint}"])
     # Resumed, not restarted: the second fit only added the second epoch's steps.
     assert torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"] == 2 * steps_one_epoch
     assert "val_miou" in resumed

@@ -30,7 +30,6 @@ def one_thread():
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory) -> Path:
     """A segmenter checkpoint as stage=seg writes it (21 VOC classes, untrained tiny network)."""
-    from pmm.data.voc import VOC_CLASS_NAMES
     from pmm.seg.model import Segmenter
     from pmm.seg.module import SegModule
 
@@ -104,7 +103,6 @@ def test_predict_writes_masks_overlays_and_shares(tiny_ckpt, tmp_path, caplog):
             assert overlay.mode == "RGB" and (overlay.height, overlay.width) == size
         shares = json.loads((out / "shares" / f"{name}.json").read_text())
         assert abs(sum(shares.values()) - 1) < 1e-4 and set(shares) <= set(VOC_CLASS_NAMES)
-        from pmm.data.voc import VOC_CLASS_NAMES
 
         expected = {VOC_CLASS_NAMES[c]: n / values.size for c, n in zip(*np.unique(values, return_counts=True))}
         assert shares == pytest.approx(expected, abs=1e-5)

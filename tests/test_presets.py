@@ -26,14 +26,14 @@ def test_voc_paper_matches_the_reference_settings():
     # Data: train_aug with SegmentationClassAug, image labels from XML when present.
     assert (cfg.data.train_split, cfg.data.mask_dir, cfg.data.labels) == ("train_aug", "SegmentationClassAug", "auto")
     # CAM stage: SEAM, stride 8, SGD lr 0.02 poly, 8 epochs, batch 2 x 8 GPUs = 16, SEAM's lr multipliers.
-    assert cfg.model._target_ == "pmm.cam.seam.SEAMNet" and cfg.model.output_stride == 8
-    assert (cfg.model.bias_lr_mult, cfg.model.new_weight_lr_mult, cfg.model.new_bias_lr_mult) == (2.0, 10.0, 20.0)
+    assert cfg.cam_net._target_ == "pmm.cam.seam.SEAMNet" and cfg.cam_net.output_stride == 8
+    assert (cfg.cam_net.bias_lr_mult, cfg.cam_net.new_weight_lr_mult, cfg.cam_net.new_bias_lr_mult) == (2.0, 10.0, 20.0)
     assert cfg.cam.optimizer._target_ == "torch.optim.SGD" and cfg.cam.lr == 0.02 and cfg.cam.max_epochs == 8
     assert cfg.cam.optimizer.momentum == 0.9 and cfg.cam.optimizer.weight_decay == 5e-4
     assert list(cfg.cam.scales) == [0.5, 1.0, 1.5, 2.0] and cfg.cam.flip
     assert OmegaConf.to_container(cfg.data.cam_aug) == {"crop": 448, "long_side": [448, 768],
                                                          "jitter": [0.3, 0.3, 0.3, 0.1], "image_fill": 0}
-    assert cfg.cam.multi_crop.epochs == 20 and cfg.cam.multi_crop.lr == 0.01 and cfg.cam.crop_stride == 300
+    assert cfg.cam.multi_crop.epochs == 20 and cfg.cam.multi_crop.lr == 0.01 and cfg.cam.stride == 300
     # Pseudo-masks: alpha 11, the CRF settings of METHOD.md, scored on train_aug and train.
     assert cfg.pseudo.alpha == 11 and list(cfg.pseudo.split) == ["train_aug", "train"]
     assert (cfg.crf.pseudo.gauss_sxy, cfg.crf.pseudo.bilateral_sxy, cfg.crf.pseudo.bilateral_srgb) == (3, 80, 13)
@@ -72,8 +72,8 @@ def test_coco_paper_has_cocos_schedule():
 def test_the_presets_own_networks_build():
     from pmm.nets.build import build_from_spec, network_spec
 
-    cfg = compose_config(["experiment=voc_paper", "model.pretrained=false", "segmenter.pretrained=false"])
-    cam = build_from_spec(network_spec(cfg.model, num_classes=20), "model")
+    cfg = compose_config(["experiment=voc_paper", "cam_net.pretrained=false", "segmenter.pretrained=false"])
+    cam = build_from_spec(network_spec(cfg.cam_net, num_classes=20), "cam_net")
     seg = build_from_spec(network_spec(cfg.segmenter, exclude=("init_from_cam",), num_classes=21), "segmenter")
     assert cam.num_classes == 20 and seg.aux_head is not None
     assert cam.param_groups(0.02)  # SEAM's four lr groups

@@ -229,7 +229,7 @@ def test_seam_yaml_instantiates():
 
     import pmm
 
-    config = OmegaConf.load(Path(pmm.__file__).parent / "conf" / "model" / "seam.yaml")
+    config = OmegaConf.load(Path(pmm.__file__).parent / "conf" / "cam_net" / "seam.yaml")
     net = instantiate(config, num_classes=3)
     assert isinstance(net, SEAMNet) and net.num_classes == 3
     assert net.cams(torch.rand(1, 3, 48, 48)).shape == (1, 3, 6, 6)

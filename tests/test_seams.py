@@ -172,7 +172,7 @@ def preset_files(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("group", ["experiment", "hparams_search", "debug", "model", "segmenter", "data", "trainer",
+@pytest.mark.parametrize("group", ["experiment", "hparams_search", "debug", "cam_net", "backbone", "segmenter", "data", "trainer",
                                    "logger", "crf", "callbacks"])
 def test_every_preset_composes_and_validates(group):
     from omegaconf import OmegaConf
@@ -181,7 +181,7 @@ def test_every_preset_composes_and_validates(group):
 
     for name in preset_files(group):
         cfg = compose_config([f"{group}={name}"])
-        OmegaConf.to_container(cfg.model, resolve=False)
+        OmegaConf.to_container(cfg.cam_net, resolve=False)
         validate_config(cfg)
-        for node in ("model", "segmenter", "data"):
+        for node in ("cam_net", "segmenter", "data"):
             assert "_target_" in cfg[node], (group, name, node)

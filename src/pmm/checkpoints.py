@@ -45,27 +45,26 @@ HOW_TO_GET = {
 
 # ------------------------------------------------------------------------------------------- writing
 
-def os_error_line(path: str | os.PathLike, error: OSError, writing: str = "a checkpoint") -> str:
-    """One line for an OSError met while writing ``path``: the cause in words and the fix."""
+def os_error_line(path: str | os.PathLike, error: OSError, writing: str = "a checkpoint",
+                  key: str = "hydra.run.dir") -> str:
+    """One line for an OSError met while writing ``path``: the cause in words and the fix.
+
+    ``key`` is the setting that chose the folder (``hydra.run.dir`` for a run, ``output`` for pmm.predict).
+    """
     code = error.errno
-    if code == errno.ENOSPC:
-        return (f"{path}: no space left on device while writing {writing}; "
-                "free space or set paths.output_dir to a folder on a disk with room")
-    if code == getattr(errno, "EDQUOT", -1):
-        return (f"{path}: disk quota exceeded while writing {writing}; "
-                "free space or set paths.output_dir to a folder on a disk with room")
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        what = "no space left on device" if code == errno.ENOSPC else "disk quota exceeded"
+        return f"{path}: {what} while writing {writing}; free space or set {key} to a folder on a disk with room"
     if code == errno.EROFS:
-        return (f"{path}: read-only file system while writing {writing}; "
-                "set paths.output_dir (hydra.run.dir) to a writable folder")
+        return f"{path}: read-only file system while writing {writing}; set {key} to a writable folder"
     if code in (errno.EACCES, errno.EPERM):
-        return (f"{path}: permission denied while writing {writing}; "
-                "set paths.output_dir (hydra.run.dir) to a folder you can write to")
+        return f"{path}: permission denied while writing {writing}; set {key} to a folder you can write to"
     reason = error.strerror or str(error) or type(error).__name__
     name = errno.errorcode.get(code, "") if code is not None else ""
-    return f"{path}: {reason}{f' ({name})' if name else ''} while writing {writing}; check the output folder (paths.output_dir)"
+    return f"{path}: {reason}{f' ({name})' if name else ''} while writing {writing}; check the folder {key} names"
 
 
-def check_writable(folder: str | os.PathLike, key: str = "paths.output_dir") -> None:
+def check_writable(folder: str | os.PathLike, key: str = "hydra.run.dir") -> None:
     """Create ``folder`` if needed and write/delete a probe file in it; a one-line PmmError otherwise."""
     folder = Path(folder)
     try:
@@ -74,7 +73,7 @@ def check_writable(folder: str | os.PathLike, key: str = "paths.output_dir") -> 
         os.close(handle)
         os.unlink(probe)
     except OSError as error:
-        raise PmmError(f"{key}={folder}: " + os_error_line(folder, error, "a probe file").split(": ", 1)[1]) from None
+        raise PmmError(f"{key}={folder}: " + os_error_line(folder, error, "a probe file", key).split(": ", 1)[1]) from None
 
 
 def _write_all(stream, data: bytes) -> None:
@@ -192,7 +191,7 @@ def _describe_foreign(checkpoint: Any) -> str:
         return f"a torch file holding a {type(checkpoint).__name__}, not a Lightning checkpoint"
     if checkpoint and all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
         return (f"a bare state dict ({len(checkpoint)} tensor{'s' * (len(checkpoint) != 1)}, no network spec), not a pmm checkpoint "
-                "(backbone weights go to model.weights / segmenter.weights)")
+                "(backbone weights go to cam_net.weights / segmenter.weights)")
     if "state_dict" not in checkpoint:
         keys = ", ".join(sorted(map(str, checkpoint))[:5]) or "none"
         return f"a torch file without a state_dict (keys: {keys}), not a Lightning checkpoint"

@@ -156,8 +156,7 @@ FRACTION = Num(gt=0, lt=1)               # thresholds
 SCALES = Seq(Num(gt=0))
 MODES = One(("whole", "slide", "multi_crop"))
 
-# Every settable key and its rule. Keys absent from a config are skipped (renamed keys are listed
-# under both names: cam.min_steps -> cam.lengthen_to_steps, seg.min_steps -> seg.lengthen_to_steps).
+# Every settable key and its rule. Keys absent from a config are skipped.
 RULES: dict[str, Num | Seq | One | Flag] = {
     "seed": Num(integer=True, ge=0, lt=2**32),
     # data
@@ -170,18 +169,20 @@ RULES: dict[str, Num | Seq | One | Flag] = {
     "data.generate.num_train": COUNT,
     "data.generate.num_val": COUNT,
     "data.generate.image_size": SIZE,
-    # CAM network (model/*.yaml)
-    "model.output_stride": Num(integer=True, gt=0, nullable=True),
-    "model.dropout": Num(ge=0, lt=1),
-    "model.edge_sigma": NON_NEGATIVE,
-    "model.new_layer_lr_mult": POSITIVE,
-    "model.bias_lr_mult": POSITIVE,
-    "model.new_weight_lr_mult": POSITIVE,
-    "model.new_bias_lr_mult": POSITIVE,
-    "model.bias_weight_decay": Num(ge=0, nullable=True),
-    "model.scale": Num(gt=0, le=1),
-    "model.top": Num(gt=0, le=1),
-    "model.input": One(("rgb", "edges", "rgb+edges")),
+    # CAM network (cam_net/*.yaml)
+    "cam_net.output_stride": Num(integer=True, gt=0, nullable=True),
+    "cam_net.dropout": Num(ge=0, lt=1),
+    "cam_net.edge_sigma": NON_NEGATIVE,
+    "cam_net.new_layer_lr_mult": POSITIVE,
+    "cam_net.bias_lr_mult": POSITIVE,
+    "cam_net.new_weight_lr_mult": POSITIVE,
+    "cam_net.new_bias_lr_mult": POSITIVE,
+    "cam_net.bias_weight_decay": Num(ge=0, nullable=True),
+    "cam_net.scale": Num(gt=0, le=1),
+    "cam_net.top": Num(gt=0, le=1),
+    "cam_net.input": One(("rgb", "edges", "rgb+edges")),
+    "input.encoding": One(("rgb", "edges", "rgb+edges")),
+    "input.edge_sigma": NON_NEGATIVE,
     # segmentation network (segmenter/*.yaml)
     "segmenter.decoder_channels": OPTIONAL_SIZE,
     "segmenter.output_stride": Num(integer=True, gt=0, nullable=True),
@@ -189,7 +190,6 @@ RULES: dict[str, Num | Seq | One | Flag] = {
     "segmenter.edge_sigma": NON_NEGATIVE,
     # CAM stage
     "cam.max_epochs": OPTIONAL_COUNT,
-    "cam.min_steps": OPTIONAL_STEPS,
     "cam.lengthen_to_steps": OPTIONAL_STEPS,
     "cam.batch_size": COUNT,
     "cam.lr": POSITIVE,
@@ -197,11 +197,11 @@ RULES: dict[str, Num | Seq | One | Flag] = {
     "cam.poly_power": NON_NEGATIVE,
     "cam.optimizer.weight_decay": NON_NEGATIVE,
     "cam.optimizer.momentum": Num(ge=0, lt=1),
-    "cam.inference": One(("multi_scale", "multi_crop")),
+    "cam.mode": One(("whole", "multi_crop")),
     "cam.scales": SCALES,
     "cam.flip": Flag(),
-    "cam.crop": SIZE,
-    "cam.crop_stride": SIZE,
+    "cam.window": SIZE,
+    "cam.stride": SIZE,
     "cam.infer_batch_size": COUNT,
     "cam.thresholds": Seq(FRACTION, nullable=True),
     "cam.figures": NON_NEGATIVE_INT,
@@ -218,7 +218,6 @@ RULES: dict[str, Num | Seq | One | Flag] = {
     "pseudo.figures": NON_NEGATIVE_INT,
     # segmentation stage
     "seg.max_epochs": OPTIONAL_COUNT,
-    "seg.min_steps": OPTIONAL_STEPS,
     "seg.lengthen_to_steps": OPTIONAL_STEPS,
     "seg.max_steps": Num(integer=True, ge=1, nullable=True),
     "seg.batch_size": COUNT,
@@ -254,7 +253,6 @@ RULES: dict[str, Num | Seq | One | Flag] = {
     "cyclic.relabel_from": One(("last", "best")),
     "eval.export": One(("voc_test",), nullable=True),
     "cam.round": One(("standard", "multi_crop")),
-    "cam.inference": One(("multi_scale", "multi_crop")),
     "cam.multi_crop.epochs": COUNT,
     "cam.multi_crop.crop": OPTIONAL_SIZE,
     "cam.multi_crop.lr": Num(gt=0, nullable=True),
@@ -334,7 +332,7 @@ CROSS_CHECKS: tuple[Callable[[DictConfig], None], ...] = (
     lambda cfg: _ordered_range(cfg, "data.scale_range"),
     lambda cfg: _pair(cfg, "eval.stride", "eval.window", "a stride <= the window (windows would leave gaps)"),
     lambda cfg: _pair(cfg, "cyclic.stride", "cyclic.window", "a stride <= the window (windows would leave gaps)"),
-    lambda cfg: _pair(cfg, "cam.crop_stride", "cam.crop", "a crop stride <= the crop (crops would leave gaps)"),
+    lambda cfg: _pair(cfg, "cam.stride", "cam.window", "a stride <= the window (crops would leave gaps)"),
     lambda cfg: _pair(cfg, "eval.short_side", "eval.max_long", "short_side <= max_long"),
     lambda cfg: _pair(cfg, "cyclic.short_side", "cyclic.max_long", "short_side <= max_long"),
     lambda cfg: _pair(cfg, "seg.min_lr", "seg.lr", "min_lr <= lr (the poly schedule decays from lr to min_lr)"),

@@ -1,7 +1,7 @@
-"""CAM networks: the protocol every one implements, and the plain CAM head (``model=cam_head``).
+"""CAM networks: the protocol every one implements, and the plain CAM head (``cam_net=cam_head``).
 
-A CAM network is an ``nn.Module`` built by Hydra from ``model/<name>.yaml`` (``_target_``) as
-``instantiate(cfg.model, num_classes=C)``, C = foreground classes. It takes float RGB images in
+A CAM network is an ``nn.Module`` built by Hydra from ``cam_net/<name>.yaml`` (``_target_``) as
+``instantiate(cfg.cam_net, num_classes=C)``, C = foreground classes. It takes float RGB images in
 [0, 1] (N x 3 x H x W) and normalises them itself, and it implements :class:`CAMNetwork`:
 the CAM LightningModule asks it for its training loss, the TTA module for its CAMs. Adding a CAM
 network is one class with these methods and one YAML file with its ``_target_``.
@@ -67,12 +67,12 @@ class CAMNet(nn.Module):
         output_stride: int = 16,
         out_index: int = -1,
         dropout: float = 0.0,
-        input: str = "rgb",  # noqa: A002 - the config key users write (model.input)
+        input: str = "rgb",  # noqa: A002 - the config key users write (cam_net.input)
         edge_sigma: float = 0.0,
         new_layer_lr_mult: float = 1.0,
     ) -> None:
         super().__init__()
-        self.encode_input = InputEncoding(input, edge_sigma, config_key="model")
+        self.encode_input = InputEncoding(input, edge_sigma, config_key="cam_net")
         self.backbone = create_backbone(
             backbone, pretrained, weights, output_stride, out_index, in_chans=self.encode_input.out_channels
         )

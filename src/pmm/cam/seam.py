@@ -206,7 +206,7 @@ class SEAMNet(nn.Module):
         output_stride: int = 8,
         out_index: int = -1,
         dropout: float = 0.0,
-        input: str = "rgb",  # noqa: A002 - the config key users write (model.input)
+        input: str = "rgb",  # noqa: A002 - the config key users write (cam_net.input)
         edge_sigma: float = 0.0,
         scale: float = 0.3,
         top: float = 0.2,
@@ -218,13 +218,13 @@ class SEAMNet(nn.Module):
     ) -> None:
         super().__init__()
         if inference_cam not in INFERENCE_CAMS:
-            raise PmmError(f"model.inference_cam={inference_cam}: use one of {', '.join(INFERENCE_CAMS)}")
+            raise PmmError(f"cam_net.inference_cam={inference_cam}: use one of {', '.join(INFERENCE_CAMS)}")
         if not 0 < scale < 1:
-            raise PmmError(f"model.scale={scale}: the second pass's image scale must be in (0, 1) (SEAM: 0.3)")
+            raise PmmError(f"cam_net.scale={scale}: the second pass's image scale must be in (0, 1) (SEAM: 0.3)")
         if not 0 < top <= 1:
-            raise PmmError(f"model.top={top}: the ECR loss's fraction must be in (0, 1] (SEAM: 0.2)")
+            raise PmmError(f"cam_net.top={top}: the ECR loss's fraction must be in (0, 1] (SEAM: 0.2)")
         if 0 <= out_index < 2:
-            raise PmmError(f"model.out_index={out_index}: SEAM needs two backbone stages before the CAM stage")
+            raise PmmError(f"cam_net.out_index={out_index}: SEAM needs two backbone stages before the CAM stage")
         self.num_classes = num_classes
         self.scale = scale
         self.top = top
@@ -234,7 +234,7 @@ class SEAMNet(nn.Module):
         self.new_bias_lr_mult = new_bias_lr_mult
         self.bias_weight_decay = bias_weight_decay
 
-        self.encode_input = InputEncoding(input, edge_sigma, config_key="model")
+        self.encode_input = InputEncoding(input, edge_sigma, config_key="cam_net")
         self.backbone = create_backbone(
             backbone,
             pretrained,

@@ -16,7 +16,7 @@ def create_backbone(
     weights: str | None = None,
     output_stride: int = 16,
     out_index: int = -1,
-    config_key: str = "model",
+    config_key: str = "cam_net",
     in_chans: int = 3,
     out_indices: tuple[int, ...] | None = None,
 ) -> nn.Module:

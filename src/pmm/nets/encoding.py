@@ -25,7 +25,7 @@ from pmm.errors import PmmError
 INPUT_MODES = {"rgb": 3, "edges": 1, "rgb+edges": 4}
 
 
-def input_channels(mode: str, config_key: str = "model.input") -> int:
+def input_channels(mode: str, config_key: str = "cam_net.input") -> int:
     """Channels the backbone receives for an input mode; a one-line error for an unknown mode."""
     if mode not in INPUT_MODES:
         raise PmmError(f"{config_key}={mode}: unknown input encoding; use one of {', '.join(INPUT_MODES)}")
@@ -73,7 +73,7 @@ class InputEncoding(nn.Module):
     before this option was added were trained with, hence the default).
     """
 
-    def __init__(self, mode: str = "rgb", edge_sigma: float = 0.0, config_key: str = "model") -> None:
+    def __init__(self, mode: str = "rgb", edge_sigma: float = 0.0, config_key: str = "cam_net") -> None:
         super().__init__()
         self.out_channels = input_channels(mode, f"{config_key}.input")
         if not edge_sigma >= 0:

@@ -46,20 +46,20 @@ def apply_smoke(cfg: DictConfig) -> None:
             _set(data.seg_aug, "crop", crop)
             _set(data.seg_aug, "short_side", crop)
             _set(data.seg_aug, "max_long", crop * 4)
-        for node in (cfg.model, cfg.segmenter):
+        for node in (cfg.cam_net, cfg.segmenter):
             _set(node, "pretrained", False)
             _set(node, "weights", None)
         # A 100-layer backbone takes minutes a step on a loaded laptop CPU: the smoke trains a small
         # one of the same kind (a timm ResNet through the same timm / SMP "tu-" code path); the
         # presets' own backbones are built in tests/test_presets.py.
         if smoke.get("backbone"):
-            _set(cfg.model, "backbone", str(smoke.backbone))
+            _set(cfg.cam_net, "backbone", str(smoke.backbone))
             if str(cfg.segmenter.get("encoder", "")).startswith("tu-"):
                 cfg.segmenter.encoder = f"tu-{smoke.backbone}"
         cam = cfg.cam
         cam.max_epochs, cam.batch_size, cam.infer_batch_size = 1, 2, 2
         cam.lengthen_to_steps = None
-        cam.crop, cam.crop_stride = crop, crop * 3 // 4
+        cam.window, cam.stride = crop, crop * 3 // 4
         if cam.get("multi_crop"):
             cam.multi_crop.epochs = 1
             cam.multi_crop.crop = crop

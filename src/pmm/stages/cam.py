@@ -25,10 +25,10 @@ log = logging.getLogger("pmm")
 
 
 def build_cam_module(ctx: RunContext) -> CAMModule:
-    """The CAM network of ``model`` (a Hydra ``_target_`` node) inside the CAM LightningModule."""
+    """The CAM network of ``cam_net`` (a Hydra ``_target_`` node) inside the CAM LightningModule."""
     cfg = ctx.cfg
-    spec = network_spec(cfg.model, default_target=DEFAULT_TARGETS["cam"], num_classes=ctx.num_classes - 1)
-    return CAMModule(build_from_spec(spec, "model"), optimizer=instantiate(cfg.cam.optimizer), lr=cfg.cam.lr,
+    spec = network_spec(cfg.cam_net, default_target=DEFAULT_TARGETS["cam"], num_classes=ctx.num_classes - 1)
+    return CAMModule(build_from_spec(spec, "cam_net"), optimizer=instantiate(cfg.cam.optimizer), lr=cfg.cam.lr,
                      poly_power=cfg.cam.poly_power, tta=cam_tta(ctx), net_config=spec,
                      infer_batch_size=cfg.cam.infer_batch_size)
 
@@ -46,7 +46,7 @@ def train_cam(ctx: RunContext) -> CAMModule:
                                   planned_world_size(ctx))
     trainer = build_trainer(ctx, "cam", epochs)
     log.info("CAM stage: %s (%s, input %s) on %d train / %d val images, crop %d, %d epochs",
-             cfg.model.get("_target_", "CAMNet").rsplit(".", 1)[-1], cfg.model.backbone, cfg.model.get("input", "rgb"),
+             cfg.cam_net.get("_target_", "CAMNet").rsplit(".", 1)[-1], cfg.cam_net.backbone, cfg.cam_net.get("input", "rgb"),
              len(train_set), len(val_set), crop, epochs)
     trainer.fit(
         module,

@@ -41,15 +41,20 @@ class CAMWriter(BasePredictionWriter):
             save_cams(self.output_dir / f"{item['id']}.npz", item["cams"].numpy(), item["labels"].numpy())
 
 
+CAM_TTA_MODES = ("whole", "multi_crop")
+
+
 def cam_tta(ctx: RunContext) -> dict:
-    """The TTA settings of CAM inference: ``cam.inference=multi_scale`` (whole images) or ``multi_crop``."""
+    """The TTA settings of CAM inference (``cam.mode``, ``cam.scales``, ``cam.flip``, ``cam.window``, ``cam.stride``).
+
+    ``cam.mode=whole``: multi-scale on whole images; ``multi_crop``: SEAM's crops.
+    """
     cfg = ctx.cfg.cam
-    mode = cfg.get("inference", "multi_scale")
-    if mode not in ("multi_scale", "multi_crop"):
-        raise PmmError(f"cam.inference={mode}: expected multi_scale or multi_crop")
-    return {"scales": [float(s) for s in cfg.scales], "flip": bool(cfg.flip),
-            "mode": "whole" if mode == "multi_scale" else "multi_crop",
-            "window": int(cfg.get("crop", 448)), "stride": int(cfg.get("crop_stride", 300))}
+    mode = cfg.get("mode", "whole")
+    if mode not in CAM_TTA_MODES:
+        raise PmmError(f"cam.mode={mode}: expected one of {'|'.join(CAM_TTA_MODES)}")
+    return {"scales": [float(s) for s in cfg.scales], "flip": bool(cfg.flip), "mode": mode,
+            "window": int(cfg.get("window", 448)), "stride": int(cfg.get("stride", 300))}
 
 
 def load_cam_module(ctx: RunContext, path: str | Path) -> CAMModule:
@@ -66,7 +71,7 @@ def load_cam_module(ctx: RunContext, path: str | Path) -> CAMModule:
 
 
 def infer_cams(ctx: RunContext, module: CAMModule, split_name: str, output: Path | None = None) -> Path:
-    """Write normalised CAMs (``cam.inference``) of every image of the split; each rank takes its shard.
+    """Write normalised CAMs (:func:`cam_tta`) of every image of the split; each rank takes its shard.
 
     Runs through ``trainer.predict`` with a prediction writer: Lightning shards the ids by rank.
     ``output``: the folder (default ``cams/<split>``; the multi-crop round puts its first-round CAMs elsewhere).

@@ -1,7 +1,7 @@
 """``stage=cam cam.round=multi_crop cam_ckpt=PATH``: PMM / SEAM's second CAM round, on crops.
 
 1. The first round's network (``cam_ckpt``) infers the CAMs of the training split into
-   ``multi_crop/first_round_cams/`` (``cam.inference`` as configured).
+   ``multi_crop/first_round_cams/`` (the ``cam`` TTA settings: ``cam.mode``, ``cam.scales``...).
 2. Rough masks: CRF-only pseudo-masks with ``alpha = cam.multi_crop.rough_alpha`` (24, no CoV;
    ``pmm.pseudo.make_pseudo_mask('crf', ...)`` with ``crf.pseudo``) into ``multi_crop/rough_masks/``,
    scored against the ground truth (``cam_rough_miou``) when the split has masks.
@@ -12,7 +12,7 @@
 4. The CAMs of ``cam.split`` are inferred and scored as in the standard round: the same outputs
    (``checkpoints/cam/``, ``cams/<split>/``, ``cam_miou``, figures) plus ``cam_round: multi_crop``.
 
-The network is the checkpoint's (its saved spec), not ``model``: the round continues training it.
+The network is the checkpoint's (its saved spec), not ``cam_net``: the round continues training it.
 """
 
 from __future__ import annotations
