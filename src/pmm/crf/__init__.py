@@ -18,105 +18,11 @@ without registering).
 from __future__ import annotations
 
 import functools
-from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
 
 import numpy as np
 
-# Unary energies are -log p; clipping keeps them finite where a score is exactly zero.
-PROB_FLOOR = 1e-5
-
-
-@dataclass(frozen=True)
-class CRFParams:
-    """One fully-connected CRF setting (a ``crf.pseudo`` / ``crf.seg`` config node).
-
-    Attributes:
-        backend: a registered backend name (:data:`CRF_BACKENDS`) or a dotted path to a
-            :class:`CRFBackend` subclass.
-        iterations: mean-field iterations.
-        gauss_sxy, gauss_compat: spatial std (pixels) and Potts weight of the smoothness kernel.
-        bilateral_sxy, bilateral_srgb, bilateral_compat: spatial std, colour std and Potts weight
-            of the appearance kernel.
-    """
-
-    backend: str = "pydensecrf"
-    iterations: int = 10
-    gauss_sxy: float = 3.0
-    gauss_compat: float = 10.0
-    bilateral_sxy: float = 80.0
-    bilateral_srgb: float = 13.0
-    bilateral_compat: float = 10.0
-
-    @classmethod
-    def from_config(cls, node: Mapping[str, Any] | "CRFParams" | None, key: str = "crf") -> "CRFParams":
-        """Build from a config mapping; an unknown key or a bad value is a one-line error naming ``key``."""
-        from pmm.errors import PmmError
-
-        if node is None:
-            return cls()
-        if isinstance(node, CRFParams):
-            return node
-        known = {f.name for f in fields(cls)}
-        values = dict(node)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise PmmError(f"{key}.{unknown[0]}: unknown CRF setting; the settings are {', '.join(sorted(known))}")
-        params = cls(**values)
-        if int(params.iterations) < 1:
-            raise PmmError(f"{key}.iterations={params.iterations}: expected at least 1 mean-field iteration")
-        for name in ("gauss_sxy", "bilateral_sxy", "bilateral_srgb"):
-            if not float(getattr(params, name)) > 0:
-                raise PmmError(f"{key}.{name}={getattr(params, name)}: expected a kernel width > 0")
-        for name in ("gauss_compat", "bilateral_compat"):
-            if not float(getattr(params, name)) >= 0:
-                raise PmmError(f"{key}.{name}={getattr(params, name)}: expected a Potts weight >= 0")
-        return params
-
-    def with_backend(self, backend: str) -> "CRFParams":
-        return replace(self, backend=backend)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-# METHOD.md: the pseudo-mask stage's settings, and DeepLab's for the segmentation stage
-# (cyclic relabelling and test), applied to the averaged softmax of the test-time augmentations.
-PSEUDO_CRF = CRFParams()
-SEG_CRF = CRFParams(gauss_sxy=1.0, gauss_compat=3.0, bilateral_sxy=67.0, bilateral_srgb=3.0, bilateral_compat=4.0)
-
-
-class CRFBackend(ABC):
-    """Mean-field inference of fully-connected CRFs; one call solves every problem of one image."""
-
-    @abstractmethod
-    def solve(self, image: np.ndarray, unaries: np.ndarray, params: CRFParams) -> np.ndarray:
-        """Marginals of P CRF problems that share one image.
-
-        Args:
-            image: H x W x 3 uint8, C-contiguous (the colour order does not change the result).
-            unaries: P x L x H x W float32 unary energies (``-log p``).
-            params: the kernel settings.
-
-        Returns:
-            Q, P x L x H x W float32 marginals, summing to 1 over the L labels at every pixel.
-        """
-
-
-CRF_BACKENDS: dict[str, type[CRFBackend]] = {}
-"""Registry of dense-CRF backends: name -> :class:`CRFBackend` subclass."""
-
-
-def register_crf_backend(name: str):
-    """Class decorator: make a :class:`CRFBackend` selectable as ``crf.*.backend=<name>``."""
-
-    def decorate(cls: type[CRFBackend]) -> type[CRFBackend]:
-        CRF_BACKENDS[name] = cls
-        return cls
-
-    return decorate
+from pmm.crf.base import (CRF_BACKENDS, PROB_FLOOR, PSEUDO_CRF, SEG_CRF, CRFBackend, CRFParams,
+                          register_crf_backend)
 
 
 def _load_builtin_backends() -> None:

@@ -40,7 +40,8 @@ import math
 
 import numpy as np
 
-from pmm.crf import CRFBackend, CRFParams, get_crf_backend, register_crf_backend
+from pmm.crf.base import CRFBackend, CRFParams, register_crf_backend
+from pmm.crf.pydensecrf_backend import PyDenseCRFBackend
 
 __all__ = ["FastBackend", "LatticeKernel", "pixel_features"]
 
@@ -283,4 +284,4 @@ class FastBackend(CRFBackend):
             return np.stack([1.0 - fg, fg], axis=1).astype(np.float32)
         # Multi-label problems (the segmentation stage): pydensecrf's SSE filtering of L channels beat
         # this numpy path (1.7x slower at L = 3 and 21, measured), so they go to the reference.
-        return get_crf_backend("pydensecrf").solve(image, unaries, params)
+        return PyDenseCRFBackend().solve(image, unaries, params)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pmm.crf import CRFBackend, CRFParams, register_crf_backend
+from pmm.crf.base import CRFBackend, CRFParams, register_crf_backend
 
 
 def solve_one(image: np.ndarray, unary: np.ndarray, params: CRFParams) -> np.ndarray:

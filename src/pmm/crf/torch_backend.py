@@ -30,7 +30,7 @@ import math
 import numpy as np
 import torch
 
-from pmm.crf import CRFBackend, CRFParams, register_crf_backend
+from pmm.crf.base import CRFBackend, CRFParams, register_crf_backend
 
 __all__ = ["TorchBackend", "TorchLattice", "gaussian_filter", "mean_field"]
 

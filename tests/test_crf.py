@@ -21,7 +21,7 @@ ALPHA = alpha_from_threshold(0.14)  # these CAMs' best arg-max threshold (benchm
 
 
 def _gt_cams(mask: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stride-16-like CAMs from the ground truth, random sharpness (tests/test_pseudo_math.py's recipe)."""
+    """Stride-16-like CAMs from the ground truth, random sharpness (tests/test_pseudo.py's recipe)."""
     rng = np.random.default_rng(seed)
     height, width = mask.shape
     small_size = ((width + 15) // 16, (height + 15) // 16)
