@@ -2,7 +2,7 @@
 
 Data: the 14 real photos of ``shared/data/voc_samples`` with CAMs made from their ground truth
 (blurred distance maps of random sharpness, as ``tests/test_pseudo_math.py`` makes them); alpha is
-calibrated from the CAMs' best background threshold (METHOD.md). Every backend runs PPMG on the same
+calibrated from the CAMs' best background threshold (docs/method.md). Every backend runs PPMG on the same
 inputs in this one process; times are process CPU seconds (all threads counted: "per core") and
 wall seconds. Torch and OpenCV are held to one thread unless ``--threads`` says otherwise.
 

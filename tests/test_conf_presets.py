@@ -34,7 +34,7 @@ def test_voc_paper_matches_the_reference_settings():
     assert OmegaConf.to_container(cfg.data.cam_aug) == {"crop": 448, "long_side": [448, 768],
                                                          "jitter": [0.3, 0.3, 0.3, 0.1], "image_fill": 0}
     assert cfg.cam.multi_crop.epochs == 20 and cfg.cam.multi_crop.lr == 0.01 and cfg.cam.stride == 300
-    # Pseudo-masks: alpha 11, the CRF settings of METHOD.md, scored on train_aug and train.
+    # Pseudo-masks: alpha 11, the paper's CRF settings, scored on train_aug and train.
     assert cfg.pseudo.alpha == 11 and list(cfg.pseudo.split) == ["train_aug", "train"]
     assert (cfg.crf.pseudo.gauss_sxy, cfg.crf.pseudo.bilateral_sxy, cfg.crf.pseudo.bilateral_srgb) == (3, 80, 13)
     # Segmenter: PSPNet, Res2Net-101 at stride 8, aux head 0.4, mmseg's pipeline.
@@ -82,7 +82,7 @@ def test_the_presets_own_networks_build():
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["voc_paper", "coco_paper"])
 def test_smoke_runs_every_stage_of_the_preset(preset, voc_aug_tree, tmp_path):
-    from test_pipeline import run_stage
+    from test_run_pipeline import run_stage
 
     root = voc_aug_tree
     if preset == "coco_paper":  # a converted COCO tree: class list in the tree, train/val lists, plain masks

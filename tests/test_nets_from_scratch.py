@@ -82,7 +82,7 @@ def test_encoding_channels(mode, channels):
 
 
 def test_unknown_mode_names_the_key_and_the_choices():
-    with pytest.raises(PmmError, match=r"model\.input=hsv: unknown input encoding; use one of rgb, edges, rgb\+edges"):
+    with pytest.raises(PmmError, match=r"cam_net\.input=hsv: unknown input encoding; use one of rgb, edges, rgb\+edges"):
         InputEncoding("hsv")
 
 

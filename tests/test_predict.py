@@ -1,4 +1,4 @@
-"""pmm.predict on a folder of mixed images, and the VOC test-server export of stage=eval (issue 13)."""
+"""pmm.predict on a folder of mixed images, and the VOC test-server export of stage=eval."""
 
 from __future__ import annotations
 

@@ -344,7 +344,7 @@ def test_module_entry_point(raw, tmp_path):
 
 
 def test_prepare_coco(tmp_path, capsys):
-    from test_coco import EXPECTED_NAMES, make_coco
+    from test_prepare_coco import EXPECTED_NAMES, make_coco
 
     annotation_file, images = make_coco(tmp_path / "coco")
     out = tmp_path / "coco_voc"
@@ -357,7 +357,7 @@ def test_prepare_coco(tmp_path, capsys):
     assert "converted 3 images" in printed and "ids per split: train 3" in printed and "4 classes" in printed
     assert "pmm data=coco" in printed
     mask = load_mask(out / "SegmentationClass/img_b.png")
-    assert mask[12, 14] == 3 and mask[20, 5] == 2  # toothbrush on the train, as in test_coco
+    assert mask[12, 14] == 3 and mask[20, 5] == 2  # toothbrush on the train, as in test_prepare_coco
     # Rerun skips the masks (newer than the annotation file).
     stamp = (out / "SegmentationClass/img_b.png").stat().st_mtime_ns
     assert _run(argv, capsys)[0] == 0

@@ -30,7 +30,7 @@ from pmm.pseudo import (
 
 
 def _cov_reference(cams: np.ndarray, scale: float, threshold: float) -> np.ndarray:
-    """METHOD.md section 1 written out per class with plain numpy, as the oracle."""
+    """CoV smoothing written out per class with plain numpy, as the oracle."""
     out = np.zeros_like(cams, dtype=np.float64)
     for k, cam in enumerate(cams.astype(np.float64)):
         active = cam[cam > threshold]
@@ -257,7 +257,7 @@ def voc_split(voc_samples: Path):
 
 
 def _split_miou(split, predict) -> float:
-    """mIoU over the split from ONE confusion matrix (METHOD.md evaluation conventions)."""
+    """mIoU over the split from ONE confusion matrix (the usual evaluation conventions)."""
     cm = np.zeros((21, 21), dtype=np.int64)
     for image, mask, cams, labels in split:
         cm += confusion_matrix(predict(image, cams, labels), mask, 21)
@@ -270,7 +270,7 @@ def test_ppmg_beats_best_threshold_cam_argmax_on_voc_samples(voc_split):
     curve = [_split_miou(voc_split, lambda i, c, l, t=t: cam_argmax(c, l, t)) for t in thresholds]
     best_t = float(thresholds[int(np.argmax(curve))])
     best_argmax = max(curve)
-    # The CAMs' own calibration sets alpha (METHOD.md): background and foreground tie at S = best_t.
+    # The CAMs' own calibration sets alpha: background and foreground tie at S = best_t.
     alpha = alpha_from_threshold(best_t)
     ppmg_miou = _split_miou(voc_split, lambda i, c, l: ppmg(i, c, l, alpha=alpha))
     assert 0.10 <= best_t <= 0.25  # these CAMs are calibrated like VOC CAMs (t ~ 0.16)

@@ -1,4 +1,4 @@
-"""Same seed, same machine and config: identical CAMs, masks and metrics (issue 15)."""
+"""Same seed, same machine and config: identical CAMs, masks and metrics."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pmm.io import load_cams, load_mask
 
 
 def _run_twice(tmp_path: Path, overrides: list[str]) -> tuple[Path, Path]:
-    from test_pipeline import run_stage
+    from test_run_pipeline import run_stage
 
     data = tmp_path / "data"
     first, second = tmp_path / "first", tmp_path / "second"

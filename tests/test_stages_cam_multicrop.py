@@ -121,7 +121,7 @@ def test_raw_refined_panel(tmp_path):
 @pytest.mark.slow
 def test_multi_crop_round_end_to_end(tmp_path):
     """A tiny SEAM first round (debug config), then the multi-crop round from its checkpoint."""
-    from test_pipeline import run_stage
+    from test_run_pipeline import run_stage
 
     from pmm.errors import PmmError
 

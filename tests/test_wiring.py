@@ -1,4 +1,4 @@
-"""The extension points of issue 10: CRF node call sites, distributed helpers, reinit on resume, presets."""
+"""How the layers connect at their extension points: CRF node call sites, distributed helpers, reinit on resume, presets."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def test_backend_gets_all_problems_of_one_image_in_one_call():
 
 
 def test_backend_by_dotted_path_and_unknown_names():
-    assert isinstance(get_crf_backend("test_seams.RecordingBackend"), RecordingBackend)
+    assert isinstance(get_crf_backend("test_wiring.RecordingBackend"), RecordingBackend)
     with pytest.raises(ValueError, match="unknown CRF backend 'nope'"):
         get_crf_backend("nope")
     with pytest.raises(ValueError, match="not a pmm.crf.CRFBackend"):
@@ -80,7 +80,7 @@ def test_the_two_crf_settings_are_the_reference_ones():
 @pytest.mark.slow
 def test_every_crf_call_site_goes_through_its_crf_node(tmp_path):
     """stage=all with recording backends: PPMG uses crf.pseudo, cyclic relabelling and eval use crf.seg."""
-    from test_pipeline import run_stage
+    from test_run_pipeline import run_stage
 
     CALLS.clear()
     metrics = run_stage(tmp_path / "run", tmp_path / "data", [
@@ -100,7 +100,7 @@ def test_every_crf_call_site_goes_through_its_crf_node(tmp_path):
 RANK_SCRIPT = textwrap.dedent("""
     import json, os, sys
     from pathlib import Path
-    from pmm import distributed as d
+    from pmm.runtime import distributed as d
     before = (d.rank(), d.world_size())
     import torch.distributed as dist
     dist.init_process_group("gloo", rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))

@@ -15,9 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pmm.nets.backbone import create_backbone
-from pmm.nets.encoding import InputEncoding
-from pmm.nets import ImageNormalize
+from pmm.nets.cam_base import CAMBackboneNet
 
 
 @runtime_checkable
@@ -39,7 +37,7 @@ class CAMNetwork(Protocol):
         """Optimizer parameter groups with their learning rates."""
 
 
-class CAMNet(nn.Module):
+class CAMNet(CAMBackboneNet):
     """The plain CAM head: timm backbone, 1x1 conv classifier whose output is the CAM, global average pooling.
 
     Pooling the CAMs equals classifying pooled features (both are linear), so the logits are the
@@ -71,20 +69,14 @@ class CAMNet(nn.Module):
         edge_sigma: float = 0.0,
         new_layer_lr_mult: float = 1.0,
     ) -> None:
-        super().__init__()
-        self.encode_input = InputEncoding(input, edge_sigma, config_key="cam_net")
-        self.backbone = create_backbone(
-            backbone, pretrained, weights, output_stride, out_index, in_chans=self.encode_input.out_channels
-        )
-        self.normalize = ImageNormalize.from_timm(self.backbone)
+        super().__init__(backbone, num_classes, pretrained, weights, output_stride, (out_index,), input, edge_sigma)
         channels = self.backbone.feature_info.channels()[-1]
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1, bias=False)
-        self.num_classes = num_classes
         self.new_layer_lr_mult = float(new_layer_lr_mult)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone(self.encode_input(self.normalize(images)))[-1]
+        return self.backbone_features(images)[1][-1]
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         cams = self.classifier(self.dropout(self.features(images)))
@@ -102,10 +94,3 @@ class CAMNet(nn.Module):
             {"params": list(self.backbone.parameters()), "lr": lr},
             {"params": list(self.classifier.parameters()), "lr": lr * self.new_layer_lr_mult},
         ]
-
-    # Kept for callers of the first API.
-    def new_layers(self) -> list[nn.Parameter]:
-        return list(self.classifier.parameters())
-
-    def backbone_layers(self) -> list[nn.Parameter]:
-        return list(self.backbone.parameters())

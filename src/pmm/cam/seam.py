@@ -8,7 +8,7 @@ PMM's pseudo-masks start from SEAM CAMs. This module holds
   resized by ``scale``), a pure function of the CAMs and refined CAMs at image size;
 - :class:`SEAMNet`: any timm backbone (``features_only``) with SEAM's head, implementing the CAM
   network protocol of ``pmm.cam.net`` (``forward`` -> dict, ``training_loss``, ``cams``,
-  ``param_groups``, ``logits_from_output``).
+  ``param_groups``).
 
 The formulas follow the authors' code (``network/resnet38_SEAM.py`` and ``train_SEAM.py`` of
 YudeWang/SEAM, repeated in PMM's ``pipeline/train_cam.py``); where this code differs the
@@ -23,10 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from pmm.nets.backbone import create_backbone
 from pmm.errors import PmmError
-from pmm.nets.encoding import InputEncoding
-from pmm.nets import ImageNormalize
+from pmm.nets.cam_base import CAMBackboneNet
 
 EPS = 1e-5
 # The affinity is hw x hw per image; refine() computes it in column blocks of at most this many
@@ -172,7 +170,7 @@ def seam_losses(cam1: Tensor, rv1: Tensor, cam2: Tensor, rv2: Tensor, labels: Te
 INFERENCE_CAMS = ("refined", "raw")
 
 
-class SEAMNet(nn.Module):
+class SEAMNet(CAMBackboneNet):
     """SEAM on a timm backbone: CAM head (1x1 conv to C+1 channels, channel 0 background) and PCM.
 
     The backbone returns three stages: the CAM stage ``out_index`` and the two before it (SEAM's
@@ -216,7 +214,6 @@ class SEAMNet(nn.Module):
         new_bias_lr_mult: float = 20.0,
         bias_weight_decay: float | None = 0.0,
     ) -> None:
-        super().__init__()
         if inference_cam not in INFERENCE_CAMS:
             raise PmmError(f"cam_net.inference_cam={inference_cam}: use one of {', '.join(INFERENCE_CAMS)}")
         if not 0 < scale < 1:
@@ -225,7 +222,8 @@ class SEAMNet(nn.Module):
             raise PmmError(f"cam_net.top={top}: the ECR loss's fraction must be in (0, 1] (SEAM: 0.2)")
         if 0 <= out_index < 2:
             raise PmmError(f"cam_net.out_index={out_index}: SEAM needs two backbone stages before the CAM stage")
-        self.num_classes = num_classes
+        super().__init__(backbone, num_classes, pretrained, weights, output_stride,
+                         (out_index - 2, out_index - 1, out_index), input, edge_sigma)
         self.scale = scale
         self.top = top
         self.inference_cam = inference_cam
@@ -233,17 +231,6 @@ class SEAMNet(nn.Module):
         self.new_weight_lr_mult = new_weight_lr_mult
         self.new_bias_lr_mult = new_bias_lr_mult
         self.bias_weight_decay = bias_weight_decay
-
-        self.encode_input = InputEncoding(input, edge_sigma, config_key="cam_net")
-        self.backbone = create_backbone(
-            backbone,
-            pretrained,
-            weights,
-            output_stride,
-            in_chans=self.encode_input.out_channels,
-            out_indices=(out_index - 2, out_index - 1, out_index),
-        )
-        self.normalize = ImageNormalize.from_timm(self.backbone)
         low, mid, last = self.backbone.feature_info.channels()
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(last, num_classes + 1, kernel_size=1, bias=False)
@@ -271,8 +258,7 @@ class SEAMNet(nn.Module):
         return self._run(images, with_pcm=True)
 
     def _run(self, images: Tensor, with_pcm: bool) -> dict[str, Tensor]:
-        x = self.normalize(images)
-        low, mid, last = self.backbone(self.encode_input(x))
+        x, (low, mid, last) = self.backbone_features(images)
         raw = self.classifier(self.dropout(last))
         cams = raw[:, 1:]
         out = {"logits": cams.mean(dim=(2, 3)), "cams": cams, "raw": raw}
@@ -293,10 +279,6 @@ class SEAMNet(nn.Module):
         )
         out["refined"] = refine(raw, self.pcm_feature(feature))
         return out
-
-    @staticmethod
-    def logits_from_output(out: dict) -> Tensor:
-        return out["logits"]
 
     def cams(self, images: Tensor) -> Tensor:
         """Foreground CAMs for inference, N x C x h x w: the refined CAM's channels 1..C
@@ -342,11 +324,3 @@ class SEAMNet(nn.Module):
                 group["weight_decay"] = self.bias_weight_decay
             result.append(group)
         return result
-
-    # The plain head's parameter split, for callers not yet on param_groups().
-    def new_layers(self) -> list[nn.Parameter]:
-        return [p for module in self.new_modules() for p in module.parameters()]
-
-    def backbone_layers(self) -> list[nn.Parameter]:
-        new_ids = {id(p) for p in self.new_layers()}
-        return [p for p in self.parameters() if id(p) not in new_ids]

@@ -1,10 +1,10 @@
-"""``crf.*.backend=fast``: PPMG's two-label dense CRFs of one image, solved together, about 3x+ per core.
+"""``crf.*.backend=fast``: PPMG's two-label dense CRFs of one image, solved together.
 
-Where the reference loop spends its time (``benchmarks/bench_crf.py --profile``, 513 x 513 VOC
-photos, one core, per two-label problem): 25 ms building the Gaussian lattice, 60 ms building the
-bilateral lattice and 267 ms in the 10 mean-field iterations (both kernels filter both labels of
-every pixel through pydensecrf's permutohedral lattice). The lattices depend on the image only, yet
-``DenseCRF2D`` rebuilds them for every class; and most pixels are settled after one iteration.
+The reference loop (``benchmarks/bench_crf.py --profile`` shows where it spends its time) builds a
+Gaussian and a bilateral lattice and runs the mean-field iterations for every two-label problem
+(both kernels filter both labels of every pixel through pydensecrf's permutohedral lattice). The
+lattices depend on the image only, yet ``DenseCRF2D`` rebuilds them for every class; and most
+pixels are settled after one iteration.
 
 This backend keeps pydensecrf's model and its lattice arithmetic, and changes how the work is
 shared:
@@ -13,7 +13,7 @@ shared:
   (``pmm.crf._lattice_jit``, numba): densecrf's ``Permutohedral`` float32 step for step (elevation,
   rounding, simplex ranks, barycentric weights, the ``[1/2, 1, 1/2]`` blur along the d + 1 axes, the
   ``1 / (1 + 2^-d)`` slice factor, symmetric normalisation), with a hash per distinct simplex instead
-  of one per vertex of every pixel (a 513 x 513 photo has 9k-170k simplices and 2k-42k vertices);
+  of one per vertex of every pixel (a photo has far fewer distinct simplices than pixels);
 - with Potts compatibilities a two-label problem needs only its foreground channel:
   ``K(1 - q) = K 1 - K q`` with ``K 1`` the image's constant; the first iteration filters all K
   problems at once as K channels of one splat / blur / slice;
@@ -22,15 +22,13 @@ shared:
   and sliced (the blur of the small lattice is cheap);
 - the spatial kernel (sxy = 3) is an exact separable Gaussian convolution (OpenCV) over the window
   of the active pixels; pydensecrf's 2-d lattice approximates that Gaussian (impulse-response std
-  2.9-3.1 px), and building it cost 7 % of the reference's time.
+  2.9-3.1 px) and is itself costly to build.
 
 Multi-label problems (the segmentation stage, P = 1) go to the pydensecrf loop: there is no work to
 share between problems, and its SSE filtering of L channels is as fast as a compiled splat/slice.
 
-Measured by ``python benchmarks/bench_crf.py`` (benchmarks/RESULTS.md; 14 voc_samples photos, CAMs
-from the ground truth, alpha 13, process CPU time, one thread): PPMG end to end 4.1x the reference
-loop's images/s per core (the numpy lattice this replaced: 2.8x), label maps equal to the
-reference's on 99.91 % of the pixels, mIoU 0.7775 vs 0.7790. With ``grid_gaussian = False,
+Its speed-up, pixel agreement and mIoU against the reference: ``python benchmarks/bench_crf.py``
+(docs/benchmarks.md). With ``grid_gaussian = False,
 freeze_logit = None`` the marginals equal pydensecrf's to float rounding (tested).
 """
 
@@ -201,10 +199,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 # A pixel whose foreground-minus-background logit exceeds this in magnitude (Q within 6e-6 of 0 or 1)
-# after the first iteration is frozen: it keeps its Q and stops being filtered. On voc_samples' PPMG
-# maps (benchmarks/bench_crf.py, alpha 13), pixels that differ from pydensecrf's: 0.09 % at 12 (mIoU
-# -0.0015), 0.27 % at 10 (-0.0035), 0.07 % at 14 (-0.0011, 5 % slower than 12); without freezing
-# (grid Gaussian only) 0.07 % (-0.0009) but 20 % slower.
+# after the first iteration is frozen: it keeps its Q and stops being filtered. 12 trades agreement
+# with pydensecrf against speed (the figures at 10, 12 and 14: docs/benchmarks.md).
 FREEZE_LOGIT = 12.0
 # Later iterations freeze their saturated pixels only when they are at least this share of the active ones.
 FREEZE_BATCH = 0.1
@@ -283,5 +279,5 @@ class FastBackend(CRFBackend):
             fg = binary_mean_field(kernels, flat, int(params.iterations), self.freeze_logit).T.reshape(num_problems, height, width)
             return np.stack([1.0 - fg, fg], axis=1).astype(np.float32)
         # Multi-label problems (the segmentation stage): pydensecrf's SSE filtering of L channels beat
-        # this numpy path (1.7x slower at L = 3 and 21, measured), so they go to the reference.
+        # this path when measured, so they go to the reference.
         return PyDenseCRFBackend().solve(image, unaries, params)

@@ -15,11 +15,7 @@ The device: the backend's ``device`` attribute when set (``"cuda"``, ``"cpu"``, 
 available, else the CPU. :meth:`TorchBackend.solve_tensors` takes and returns tensors (unaries on
 the device: no host round trip for a GPU pipeline).
 
-Measured against pydensecrf on CPU (benchmarks/RESULTS.md; no GPU was available to measure):
-pseudo-mask settings, PPMG label maps of the 14 voc_samples photos from ground-truth CAMs: 99.93 % of
-the pixels agree, mIoU 0.7781 vs 0.7790; segmentation (DeepLab) settings, 21-label softmax made from
-the ground truth on 4 photos: 99.98 % of the arg-max pixels agree, equal mIoU. On one CPU core it
-is 2.5x (pseudo) to 5x (segmentation, srgb = 3: a large lattice) slower than pydensecrf: it is
+Its agreement with pydensecrf and its CPU speed are in docs/benchmarks.md. It is
 meant for the GPU, where the lattice build and every iteration are a handful of kernels.
 """
 

@@ -4,7 +4,7 @@ Pipelines end with float images in [0, 1] (C x H x W tensors): every network nor
 input with its backbone's mean and std (:class:`pmm.nets.ImageNormalize`), so training, CAM
 inference, cyclic relabelling, evaluation and prediction share one normalisation path.
 
-Reference pipelines (METHOD.md, "Reference settings"):
+Reference pipelines (the authors' code; docs/paper.md):
 
 - :func:`cam_train_transform`: SEAM's CAM training augmentation: the long side resized to a random
   length in 448-768, horizontal flip, colour jitter (0.3, 0.3, 0.3, 0.1), random 448 crop (an

@@ -2,7 +2,7 @@
 
 While the mean per-pixel loss is at least ``beta`` the model is still under-fitting and the loss is
 plain cross-entropy. Below ``beta`` the remaining large losses are mostly label noise, so the pixels
-that dominate the loss are bounded (``clamp``, ``pow``) or dropped (``ignore``). See METHOD.md, section 3.
+that dominate the loss are bounded (``clamp``, ``pow``) or dropped (``ignore``). See docs/method.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Coefficient of Variation smoothing of CAMs (METHOD.md section 1)."""
+"""Coefficient of Variation smoothing of CAMs (docs/method.md)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def cov_smooth(cams: np.ndarray, scale: float = 0.3, threshold: float = 0.05) ->
     active = flat > threshold
     count = active.sum(axis=1)
     # Masked moments computed per class in one pass; empty classes get count 1 to avoid 0/0
-    # and are forced to cv = 0 below, as METHOD.md specifies.
+    # and are forced to cv = 0 below, as the method specifies.
     safe_count = np.maximum(count, 1)
     mean = np.where(active, flat, 0.0).sum(axis=1) / safe_count
     var = np.where(active, (flat - mean[:, None]) ** 2, 0.0).sum(axis=1) / safe_count

@@ -1,4 +1,4 @@
-"""Pseudo-mask generation from CAMs: PPMG (METHOD.md section 2) and the baselines it is compared to.
+"""Pseudo-mask generation from CAMs: PPMG (docs/method.md) and the baselines it is compared to.
 
 All functions are pure numpy: image HxWx3 uint8, CAMs KxHxW in [0, 1] for the K present classes,
 ``labels`` the K 1-based class ids; outputs are HxW uint8 label maps with 0 = background.

@@ -1,4 +1,4 @@
-"""Segmentation metrics from one confusion matrix accumulated over a split (METHOD.md conventions).
+"""Segmentation metrics from one confusion matrix accumulated over a split (the usual conventions, docs/configuration.md).
 
 Pure numpy. ``confusion[i, j]`` counts pixels whose ground truth is ``i`` and prediction ``j``;
 pixels whose ground truth is ``ignore_index`` (255) are left out.

@@ -119,7 +119,7 @@ def seg_schedule(ctx: RunContext, num_images: int, world_size: int = 1) -> tuple
     """(epochs per cyclic round, total epochs) of the segmentation stage.
 
     ``seg.max_epochs`` when set; otherwise ``cyclic.every_n_epochs`` per round for ``cyclic.rounds + 1``
-    rounds, each round lengthened so that the whole run makes at least ``seg.min_steps`` optimiser
+    rounds, each round lengthened so that the whole run makes at least ``seg.lengthen_to_steps`` optimiser
     steps (``seg.lengthen_to_steps``: a small dataset gets more epochs, as in the CAM stage).
     """
     cfg = ctx.cfg
