@@ -204,11 +204,10 @@ def resolve_device(value) -> str:
 
 
 def _check_settings(cfg: DictConfig) -> None:
-    from pmm.settings import RULES, Num, validate_config
+    from pmm.settings import PredictSettings, Settings
 
-    validate_config(cfg)  # eval.* and crf.* as for pmm.run (the keys a predict config lacks are skipped)
-    extra = {"num_workers": Num(integer=True, ge=0), "overlay_alpha": Num(ge=0, le=1)}
-    validate_config(cfg, rules={**RULES, **extra}, keys=list(extra))
+    Settings.from_config(cfg)  # eval.* and crf.* as for pmm.run (the nodes a predict config lacks keep their defaults)
+    PredictSettings.from_config(cfg)  # num_workers, overlay_alpha
     if cfg.get("output") in (None, ""):
         raise PmmError("output is not set; give the folder to write masks, overlays and shares to: output=DIR")
 

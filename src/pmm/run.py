@@ -91,10 +91,10 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
         raise PmmError(f"stage={cfg.stage}: unknown stage; choose one of {', '.join(PIPELINES)}")
     from pmm.checkpoints import check_writable
     from pmm.runtime.smoke import apply_smoke
-    from pmm.settings import validate_config
+    from pmm.settings import Settings
 
     apply_smoke(cfg)
-    validate_config(cfg)
+    Settings.from_config(cfg)  # every setting's range, before any work
     check_writable(run_dir, "hydra.run.dir")
     quiet_other_ranks()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -1,40 +1,35 @@
-"""Start-up check of the composed config: every numeric setting a user touches, before any work.
+"""The composed config as typed settings: one dataclass per config node, built and checked at start-up.
 
-:func:`validate_config` reads each known key with ``OmegaConf.select`` (a key absent from the
-config is skipped, so renamed or preset-specific keys cost nothing) and raises one
-:class:`PmmError` line naming the key, the value and what was expected::
+:meth:`Settings.from_config` (``pmm.run``) and :meth:`PredictSettings.from_config` (``pmm.predict``)
+run before any work. Each field names its range with a small :class:`Check` (:func:`number`,
+:func:`integer`, :func:`numbers`, :func:`choice`, :func:`flag`); a key absent from the config (or
+``???``, or unresolvable here) keeps the field's default, so partial configs build. A bad value is
+one :class:`PmmError` line naming the key, the value and what was expected::
 
     pseudo.alpha=-5: expected a number > 0 or auto
+
+The defaults are those of ``conf/config.yaml`` (tests/test_settings.py keeps them equal);
+:class:`MultiCropSettings` is the one home of the ``cam.multi_crop`` defaults. The stages still
+read ``ctx.cfg``; the TTA nodes give their :class:`pmm.nets.tta.TTAConfig` (``.tta``) and the
+``crf`` node is a name -> :class:`pmm.crf.CRFParams` mapping built by ``CRFParams.from_config``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from pmm.crf.base import CRFParams
 from pmm.errors import PmmError
+from pmm.nets.tta import TTAConfig
 
 CROP_MULTIPLE = 32  # training crops go straight into the segmenter: SMP needs sizes divisible by 2**depth
 
 _ABSENT = object()
-
-
-def _select(cfg: DictConfig, key: str) -> Any:
-    """The resolved value at ``key``, or ``_ABSENT`` when the key is absent, ``???`` or unresolvable here."""
-    try:
-        value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=True)
-    except Exception:  # noqa: BLE001 - missing/unresolvable values are reported by the code that needs them
-        return _ABSENT
-    if isinstance(value, (ListConfig, DictConfig)):
-        try:
-            value = OmegaConf.to_container(value, resolve=True)
-        except Exception:  # noqa: BLE001
-            return _ABSENT
-    return value
 
 
 def _show(value: Any) -> str:
@@ -47,28 +42,65 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+def _get(node: Any, name: str) -> Any:
+    """``node[name]`` (a config node stays one), or ``_ABSENT`` when absent, ``???`` or unresolvable."""
+    if isinstance(node, DictConfig):
+        try:
+            return OmegaConf.select(node, name, default=_ABSENT, throw_on_missing=True)
+        except Exception:  # noqa: BLE001 - missing/unresolvable values are reported by the code that needs them
+            return _ABSENT
+    return node.get(name, _ABSENT) if isinstance(node, Mapping) else _ABSENT
+
+
+def _plain(value: Any) -> Any:
+    """A leaf value as plain Python (lists as tuples), or ``_ABSENT`` when it cannot be resolved here."""
+    if isinstance(value, (ListConfig, DictConfig)):
+        try:
+            value = OmegaConf.to_container(value, resolve=True)
+        except Exception:  # noqa: BLE001
+            return _ABSENT
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _fail(key: str, value: Any, expected: str) -> PmmError:
+    return PmmError(f"{key}={_show(value)}: expected {expected}")
+
+
 # ------------------------------------------------------------------------------------------- checks
 
 @dataclass(frozen=True)
-class Num:
-    """A number (or an int) within bounds; ``words`` are accepted strings (``auto``), ``nullable`` allows null."""
+class Check:
+    """What one setting accepts; :meth:`expected` is the wording of its error.
 
+    ``kind``: number | integer | choice | flag. ``words``: a choice's options, or the strings a
+    number also accepts (``auto``). ``length``: a list of such values (0: any non-empty length).
+    """
+
+    kind: str = "number"
     gt: float | None = None
     ge: float | None = None
     lt: float | None = None
     le: float | None = None
-    integer: bool = False
-    nullable: bool = False
-    words: tuple[str, ...] = ()
     multiple_of: int | None = None
+    words: tuple[str, ...] = ()
+    nullable: bool = False
+    length: int | None = None
 
     def expected(self) -> str:
-        kind = "an integer" if self.integer else "a number"
+        null = " or null" if self.nullable else ""
+        if self.length is not None:
+            count = f"a list of {self.length}" if self.length else "a non-empty list of"
+            item = replace(self, length=None, nullable=False).expected()
+            return f"{count} {item.replace('an integer', 'integers').replace('a number', 'numbers', 1)}{null}"
+        if self.kind == "flag":
+            return "true or false"
+        if self.kind == "choice":
+            return "one of " + "|".join(self.words) + ("|null" if self.nullable else "")
         bounds = [f"{op} {_show(v)}" for op, v in ((">", self.gt), (">=", self.ge), ("<", self.lt), ("<=", self.le))
                   if v is not None]
         if self.gt is not None and self.lt is not None:
             bounds = [f"in ({_show(self.gt)}, {_show(self.lt)})"]
-        text = f"{kind} {' and '.join(bounds)}".strip()
+        text = f"{'an integer' if self.kind == 'integer' else 'a number'} {' and '.join(bounds)}".strip()
         if self.multiple_of:
             text += f", a multiple of {self.multiple_of}"
         extras = list(self.words) + (["null"] if self.nullable else [])
@@ -77,288 +109,426 @@ class Num:
     def ok(self, value: Any) -> bool:
         if value is None:
             return self.nullable
-        if isinstance(value, str):
-            return value in self.words
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if self.length is not None:
+            item = replace(self, length=None, nullable=False)
+            return (isinstance(value, (list, tuple)) and len(value) > 0 and len(value) == (self.length or len(value))
+                    and all(item.ok(v) for v in value))
+        if self.kind == "flag":
+            return isinstance(value, bool)
+        if isinstance(value, str) or self.kind == "choice":
+            return isinstance(value, str) and value in self.words
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return False
-        if self.integer and not isinstance(value, int):
-            return False
-        if not math.isfinite(value):
-            return False
-        if self.gt is not None and not value > self.gt:
-            return False
-        if self.ge is not None and not value >= self.ge:
-            return False
-        if self.lt is not None and not value < self.lt:
-            return False
-        if self.le is not None and not value <= self.le:
-            return False
-        return not (self.multiple_of and value % self.multiple_of)
+        return not ((self.kind == "integer" and not isinstance(value, int))
+                    or (self.gt is not None and not value > self.gt) or (self.ge is not None and not value >= self.ge)
+                    or (self.lt is not None and not value < self.lt) or (self.le is not None and not value <= self.le)
+                    or (self.multiple_of and value % self.multiple_of))
 
 
-@dataclass(frozen=True)
-class Seq:
-    """A list of ``item`` (non-empty; exactly ``length`` items when given), or null when ``nullable``."""
-
-    item: Num
-    length: int | None = None
-    nullable: bool = False
-
-    def expected(self) -> str:
-        count = f"a list of {self.length}" if self.length else "a non-empty list of"
-        item = self.item.expected().replace("an integer", "integers").replace("a number", "numbers", 1)
-        return f"{count} {item}" + (" or null" if self.nullable else "")
-
-    def ok(self, value: Any) -> bool:
-        if value is None:
-            return self.nullable
-        if not isinstance(value, (list, tuple)) or not value:
-            return False
-        if self.length is not None and len(value) != self.length:
-            return False
-        return all(self.item.ok(item) for item in value)
+def number(default: Any, **check: Any) -> Any:
+    """A dataclass field holding a number (``integer=True``: an int) within the bounds of :class:`Check`."""
+    kind = "integer" if check.pop("integer", False) else "number"
+    return field(default=default, metadata={"check": Check(kind=kind, **check)})
 
 
-@dataclass(frozen=True)
-class One:
-    """One of fixed strings (or null when ``nullable``)."""
-
-    options: tuple[str, ...]
-    nullable: bool = False
-
-    def expected(self) -> str:
-        return "one of " + "|".join(self.options) + ("|null" if self.nullable else "")
-
-    def ok(self, value: Any) -> bool:
-        return (value is None and self.nullable) or (isinstance(value, str) and value in self.options)
+def integer(default: Any, **check: Any) -> Any:
+    return number(default, integer=True, **check)
 
 
-@dataclass(frozen=True)
-class Flag:
-    """true or false."""
-
-    def expected(self) -> str:
-        return "true or false"
-
-    def ok(self, value: Any) -> bool:
-        return isinstance(value, bool)
+def numbers(default: Any, length: int = 0, **check: Any) -> Any:
+    """A list field (a tuple in the settings): ``length`` items (0: any, at least one), each checked."""
+    return number(default, length=length, **check)
 
 
-POSITIVE = Num(gt=0)
-NON_NEGATIVE = Num(ge=0)
-COUNT = Num(integer=True, ge=1)          # batch sizes, epochs, iterations
-NON_NEGATIVE_INT = Num(integer=True, ge=0)
-OPTIONAL_COUNT = Num(integer=True, ge=1, nullable=True)
-OPTIONAL_STEPS = Num(integer=True, ge=0, nullable=True)
-SIZE = Num(integer=True, gt=0)
-OPTIONAL_SIZE = Num(integer=True, gt=0, nullable=True)
-FRACTION = Num(gt=0, lt=1)               # thresholds
-SCALES = Seq(Num(gt=0))
-MODES = One(("whole", "slide", "multi_crop"))
-
-# Every settable key and its rule. Keys absent from a config are skipped.
-RULES: dict[str, Num | Seq | One | Flag] = {
-    "seed": Num(integer=True, ge=0, lt=2**32),
-    # data
-    "data.crop_size": Num(integer=True, gt=0, nullable=True, multiple_of=CROP_MULTIPLE),
-    "data.scale_range": Seq(Num(gt=0), length=2),
-    "data.batch_size": COUNT,
-    "data.num_workers": NON_NEGATIVE_INT,
-    "data.labels": One(("masks", "xml", "auto")),
-    "data.generate.seed": Num(integer=True, ge=0),
-    "data.generate.num_train": COUNT,
-    "data.generate.num_val": COUNT,
-    "data.generate.image_size": SIZE,
-    # CAM network (cam_net/*.yaml)
-    "cam_net.output_stride": Num(integer=True, gt=0, nullable=True),
-    "cam_net.dropout": Num(ge=0, lt=1),
-    "cam_net.edge_sigma": NON_NEGATIVE,
-    "cam_net.new_layer_lr_mult": POSITIVE,
-    "cam_net.bias_lr_mult": POSITIVE,
-    "cam_net.new_weight_lr_mult": POSITIVE,
-    "cam_net.new_bias_lr_mult": POSITIVE,
-    "cam_net.bias_weight_decay": Num(ge=0, nullable=True),
-    "cam_net.scale": Num(gt=0, le=1),
-    "cam_net.top": Num(gt=0, le=1),
-    "cam_net.input": One(("rgb", "edges", "rgb+edges")),
-    "input.encoding": One(("rgb", "edges", "rgb+edges")),
-    "input.edge_sigma": NON_NEGATIVE,
-    # segmentation network (segmenter/*.yaml)
-    "segmenter.decoder_channels": OPTIONAL_SIZE,
-    "segmenter.output_stride": Num(integer=True, gt=0, nullable=True),
-    "segmenter.encoder_depth": Num(integer=True, ge=1, le=5, nullable=True),
-    "segmenter.edge_sigma": NON_NEGATIVE,
-    # CAM stage
-    "cam.max_epochs": OPTIONAL_COUNT,
-    "cam.lengthen_to_steps": OPTIONAL_STEPS,
-    "cam.batch_size": COUNT,
-    "cam.lr": POSITIVE,
-    "cam.new_layer_lr_mult": POSITIVE,
-    "cam.poly_power": NON_NEGATIVE,
-    "cam.optimizer.weight_decay": NON_NEGATIVE,
-    "cam.optimizer.momentum": Num(ge=0, lt=1),
-    "cam.mode": One(("whole", "multi_crop")),
-    "cam.scales": SCALES,
-    "cam.flip": Flag(),
-    "cam.window": SIZE,
-    "cam.stride": SIZE,
-    "cam.infer_batch_size": COUNT,
-    "cam.thresholds": Seq(FRACTION, nullable=True),
-    "cam.figures": NON_NEGATIVE_INT,
-    # pseudo-masks
-    "pseudo.method": One(("argmax", "crf", "ppmg")),
-    "pseudo.cov": Flag(),
-    "pseudo.cov_scale": NON_NEGATIVE,
-    "pseudo.cov_threshold": Num(ge=0, lt=1),
-    "pseudo.alpha": Num(gt=0, words=("auto",)),
-    "pseudo.alpha_range": Seq(Num(gt=0), length=2),
-    "pseudo.bg_threshold": Num(gt=0, lt=1, words=("auto",)),
-    "pseudo.workers": NON_NEGATIVE_INT,
-    "pseudo.resume": Flag(),
-    "pseudo.figures": NON_NEGATIVE_INT,
-    # segmentation stage
-    "seg.max_epochs": OPTIONAL_COUNT,
-    "seg.lengthen_to_steps": OPTIONAL_STEPS,
-    "seg.max_steps": Num(integer=True, ge=1, nullable=True),
-    "seg.batch_size": COUNT,
-    "seg.lr": POSITIVE,
-    "seg.head_lr_mult": POSITIVE,
-    "seg.poly_power": NON_NEGATIVE,
-    "seg.min_lr": NON_NEGATIVE,
-    "seg.optimizer.weight_decay": NON_NEGATIVE,
-    "seg.optimizer.momentum": Num(ge=0, lt=1),
-    "seg.loss.mode": One(("clamp", "pow", "ignore", "none")),
-    "seg.loss.beta": NON_NEGATIVE,
-    "seg.loss.k": NON_NEGATIVE,
-    "seg.loss.warmup_epochs": NON_NEGATIVE_INT,
-    "seg.aux_weight": NON_NEGATIVE,
-    "seg.check_val_every_n_epoch": Num(integer=True, ge=1, nullable=True),  # null: validate every seg.val_check_interval steps
-    "seg.val_check_interval": Num(gt=0, nullable=True),
-    # cyclic pseudo-masks
-    "cyclic.rounds": NON_NEGATIVE_INT,
-    "cyclic.every_n_epochs": COUNT,
-    "cyclic.every_n_steps": OPTIONAL_COUNT,
-    "cyclic.reinit": Flag(),
-    "cyclic.puf_first_round_only": Flag(),
-    "cyclic.restrict_to_labels": Flag(),
-    "cyclic.scales": SCALES,
-    "cyclic.flip": Flag(),
-    "cyclic.mode": MODES,
-    "cyclic.window": SIZE,
-    "cyclic.stride": SIZE,
-    "cyclic.short_side": OPTIONAL_SIZE,
-    "cyclic.max_long": OPTIONAL_SIZE,
-    "cyclic.crf": Flag(),
-    "cyclic.batch_size": COUNT,
-    "cyclic.relabel_from": One(("last", "best")),
-    "eval.export": One(("voc_test",), nullable=True),
-    "cam.round": One(("standard", "multi_crop")),
-    "cam.multi_crop.epochs": COUNT,
-    "cam.multi_crop.crop": OPTIONAL_SIZE,
-    "cam.multi_crop.lr": Num(gt=0, nullable=True),
-    "cam.multi_crop.min_share": Num(gt=0, le=1),
-    "cam.multi_crop.rough_alpha": Num(gt=0),
-    # evaluation
-    "eval.scales": SCALES,
-    "eval.flip": Flag(),
-    "eval.crf": Flag(),
-    "eval.mode": MODES,
-    "eval.window": SIZE,
-    "eval.stride": SIZE,
-    "eval.short_side": OPTIONAL_SIZE,
-    "eval.max_long": OPTIONAL_SIZE,
-    "eval.batch_size": COUNT,
-    "eval.figures": NON_NEGATIVE_INT,
-    # trainer
-    "trainer.max_steps": Num(integer=True, ge=-1),
-    "trainer.log_every_n_steps": COUNT,
-    "trainer.accumulate_grad_batches": COUNT,
-    "trainer.gradient_clip_val": Num(ge=0, nullable=True),
-}
+def choice(default: Any, *options: str, nullable: bool = False) -> Any:
+    return field(default=default, metadata={"check": Check(kind="choice", words=options, nullable=nullable)})
 
 
-def _fail(key: str, value: Any, expected: str) -> PmmError:
-    return PmmError(f"{key}={_show(value)}: expected {expected}")
+def flag(default: bool) -> Any:
+    return field(default=default, metadata={"check": Check(kind="flag")})
 
 
-def _pair(cfg: DictConfig, low_key: str, high_key: str, what: str) -> None:
-    """``low_key`` <= ``high_key`` when both are set numbers."""
-    low, high = _select(cfg, low_key), _select(cfg, high_key)
-    if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low > high:
-        raise PmmError(f"{low_key}={_show(low)}, {high_key}={_show(high)}: expected {what}")
+def node(cls: type) -> Any:
+    """A nested config node: its own settings class, built from the node under the field's name."""
+    return field(default_factory=cls, metadata={"build": cls.from_node})
 
 
-def _ordered_range(cfg: DictConfig, key: str) -> None:
-    value = _select(cfg, key)
-    if isinstance(value, list) and len(value) == 2 and value[0] > value[1]:
+class Node:
+    """Base of the settings dataclasses: :meth:`from_node` checks each field present in the node."""
+
+    @classmethod
+    def from_node(cls, config: Any, key: str) -> "Node":
+        """Build from the config node at dotted ``key``; a key that is absent keeps its default."""
+        values = {}
+        for f in fields(cls):
+            raw = _get(config, f.name)
+            name = f"{key}.{f.name}" if key else f.name
+            if "build" in f.metadata:
+                if raw is not _ABSENT and raw is not None:
+                    values[f.name] = f.metadata["build"](raw, name)
+                continue
+            value = _plain(raw)
+            if value is _ABSENT:
+                continue
+            if not f.metadata["check"].ok(value):
+                raise _fail(name, value, f.metadata["check"].expected())
+            values[f.name] = value
+        settings = cls(**values)
+        settings.check_together(key)
+        return settings
+
+    def check_together(self, key: str) -> None:
+        """Checks that involve two fields (after the per-field checks); ``key`` is the node's."""
+
+
+def _ordered(key: str, value: tuple | None) -> None:
+    if value is not None and value[0] > value[1]:
         raise _fail(key, value, "[low, high] with low <= high")
 
 
-def _check_crf(cfg: DictConfig) -> None:
-    node = _select(cfg, "crf")
-    if not isinstance(node, dict):
-        return
-    from pmm.crf import CRFParams
+def _at_most(key: str, low: str, low_value: Any, high: str, high_value: Any, what: str) -> None:
+    if low_value is not None and high_value is not None and low_value > high_value:
+        raise PmmError(f"{key}.{low}={_show(low_value)}, {key}.{high}={_show(high_value)}: expected {what}")
 
-    numeric = {"iterations": Num(integer=True, ge=1), "gauss_sxy": POSITIVE, "gauss_compat": NON_NEGATIVE,
-               "bilateral_sxy": POSITIVE, "bilateral_srgb": POSITIVE, "bilateral_compat": NON_NEGATIVE}
-    for name, params in node.items():
+
+# ----------------------------------------------------------------------------------------- the nodes
+
+POSITIVE = {"gt": 0}
+NON_NEGATIVE = {"ge": 0}
+FRACTION = {"gt": 0, "lt": 1}       # thresholds
+MOMENTUM = {"ge": 0, "lt": 1}
+ENCODINGS = ("rgb", "edges", "rgb+edges")
+
+
+@dataclass(frozen=True)
+class GenerateSettings(Node):
+    """``data.generate``: the synthetic dataset's generator."""
+
+    seed: int = integer(0, ge=0)
+    num_train: int = integer(600, ge=1)
+    num_val: int = integer(150, ge=1)
+    image_size: int = integer(160, gt=0)
+
+
+@dataclass(frozen=True)
+class DataSettings(Node):
+    """``data`` (the loaders' settings; the dataset object checks its own paths and labels)."""
+
+    crop_size: int | None = integer(160, gt=0, nullable=True, multiple_of=CROP_MULTIPLE)
+    scale_range: tuple[float, float] = numbers((0.7, 1.3), length=2, gt=0)
+    batch_size: int = integer(16, ge=1)
+    num_workers: int = integer(2, ge=0)
+    labels: str = choice("masks", "masks", "xml", "auto")
+    generate: GenerateSettings = node(GenerateSettings)
+
+    def check_together(self, key: str) -> None:
+        _ordered(f"{key}.scale_range", self.scale_range)
+
+
+@dataclass(frozen=True)
+class InputSettings(Node):
+    """``input``: what both networks see."""
+
+    encoding: str = choice("edges", *ENCODINGS)
+    edge_sigma: float = number(1.0, **NON_NEGATIVE)
+
+
+@dataclass(frozen=True)
+class CAMNetSettings(Node):
+    """``cam_net``: the CAM network's numeric settings (``scale`` .. ``bias_weight_decay``: SEAM's)."""
+
+    output_stride: int | None = integer(16, gt=0, nullable=True)
+    dropout: float = number(0.0, **MOMENTUM)
+    input: str = choice("edges", *ENCODINGS)
+    edge_sigma: float = number(1.0, **NON_NEGATIVE)
+    new_layer_lr_mult: float = number(1.0, **POSITIVE)
+    scale: float = number(0.3, gt=0, le=1)
+    top: float = number(0.2, gt=0, le=1)
+    bias_lr_mult: float = number(1.0, **POSITIVE)
+    new_weight_lr_mult: float = number(1.0, **POSITIVE)
+    new_bias_lr_mult: float = number(1.0, **POSITIVE)
+    bias_weight_decay: float | None = number(0.0, ge=0, nullable=True)
+
+
+@dataclass(frozen=True)
+class SegmenterSettings(Node):
+    """``segmenter``: the segmentation network's numeric settings."""
+
+    decoder_channels: int | None = integer(64, gt=0, nullable=True)
+    output_stride: int | None = integer(None, gt=0, nullable=True)
+    encoder_depth: int | None = integer(None, ge=1, le=5, nullable=True)
+    edge_sigma: float = number(1.0, **NON_NEGATIVE)
+
+
+@dataclass(frozen=True)
+class OptimizerSettings(Node):
+    """``cam.optimizer`` / ``seg.optimizer`` (the partial optimizer's numbers; momentum: SGD's)."""
+
+    weight_decay: float = number(1.0e-4, **NON_NEGATIVE)
+    momentum: float = number(0.0, **MOMENTUM)
+
+
+@dataclass(frozen=True)
+class TTASettings(Node):
+    """The test-time augmentation keys of ``cam``, ``cyclic`` and ``eval`` (:class:`TTAConfig`'s)."""
+
+    GAPS: ClassVar[str] = "windows"
+
+    scales: tuple[float, ...] = numbers((1.0,), gt=0)
+    flip: bool = flag(False)
+    mode: str = choice("whole", "whole", "slide", "multi_crop")
+    window: int = integer(512, gt=0)
+    stride: int = integer(480, gt=0)
+    short_side: int | None = integer(None, gt=0, nullable=True)
+    max_long: int | None = integer(None, gt=0, nullable=True)
+
+    @property
+    def tta(self) -> TTAConfig:
+        return TTAConfig(scales=tuple(float(s) for s in self.scales), flip=self.flip, mode=self.mode, window=self.window,
+                         stride=self.stride, short_side=self.short_side, max_long=self.max_long)
+
+    def check_together(self, key: str) -> None:
+        _at_most(key, "stride", self.stride, "window", self.window, f"a stride <= the window ({self.GAPS} would leave gaps)")
+        _at_most(key, "short_side", self.short_side, "max_long", self.max_long, "short_side <= max_long")
+
+
+@dataclass(frozen=True)
+class MultiCropSettings(Node):
+    """``cam.multi_crop``: the second CAM round on crops (the one home of these defaults).
+
+    ``lr`` null: ``cam.lr``; ``crop`` null: the dataset's crop size (:meth:`resolved` fills both).
+    ``min_object_share``: the authors' second labelling rule (null: off); ``heat``: crops centred
+    on the first round's CAM heat (false: uniform, as the authors' code).
+    """
+
+    epochs: int = integer(20, ge=1)
+    lr: float | None = number(None, gt=0, nullable=True)
+    crop: int | None = integer(None, gt=0, nullable=True)
+    area: tuple[float, float] = numbers((0.04, 1.0), length=2)
+    aspect: tuple[float, float] = numbers((0.6, 1.667), length=2)
+    min_share: float = number(0.1, gt=0, le=1)
+    min_object_share: float | None = number(0.1, gt=0, le=1, nullable=True)
+    rough_alpha: float = number(24.0, **POSITIVE)
+    heat: bool = flag(True)
+    jitter: tuple[float, float, float, float] | None = numbers((0.3, 0.3, 0.3, 0.1), length=4, ge=0, nullable=True)
+
+    @classmethod
+    def from_node(cls, config: Any, key: str) -> "MultiCropSettings":
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(config) - set(known)) if isinstance(config, Mapping) else []
+        if unknown:
+            raise PmmError(f"{key}.{unknown[0]}: unknown key; known: {', '.join(known)}")
+        return super().from_node(config, key)
+
+    def check_together(self, key: str) -> None:
+        for name in ("area", "aspect"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high or (name == "area" and high > 1):
+                raise PmmError(f"{key}.{name}={_show(getattr(self, name))}: expected 0 < low <= high"
+                               + (" <= 1" if name == "area" else ""))
+
+    def resolved(self, lr: float, crop: int) -> "MultiCropSettings":
+        """``lr`` and ``crop`` filled in where null (``cam.lr``, the dataset's crop size)."""
+        done = replace(self, lr=float(lr if self.lr is None else self.lr), crop=int(crop if self.crop is None else self.crop))
+        if done.crop < 8:
+            raise PmmError(f"cam.multi_crop: epochs >= 1 and crop >= 8 expected, got {done.epochs} and {done.crop}")
+        return done
+
+
+@dataclass(frozen=True)
+class CAMSettings(TTASettings):
+    """``cam``: the CAM stage (training, inference with the TTA keys, the multi-crop round)."""
+
+    GAPS: ClassVar[str] = "crops"
+
+    max_epochs: int | None = integer(20, ge=1, nullable=True)
+    lengthen_to_steps: int | None = integer(900, ge=0, nullable=True)
+    batch_size: int = integer(16, ge=1)
+    lr: float = number(0.006, **POSITIVE)
+    poly_power: float = number(0.9, **NON_NEGATIVE)
+    optimizer: OptimizerSettings = node(OptimizerSettings)
+    scales: tuple[float, ...] = numbers((0.7, 0.85, 1.0, 1.15, 1.3), gt=0)
+    flip: bool = flag(True)
+    mode: str = choice("whole", "whole", "multi_crop")
+    window: int = integer(448, gt=0)
+    stride: int = integer(300, gt=0)
+    infer_batch_size: int = integer(16, ge=1)
+    thresholds: tuple[float, ...] | None = numbers(None, nullable=True, **FRACTION)
+    figures: int = integer(8, ge=0)
+    round: str = choice("standard", "standard", "multi_crop")
+    multi_crop: MultiCropSettings = node(MultiCropSettings)
+
+
+@dataclass(frozen=True)
+class PseudoSettings(Node):
+    """``pseudo``: the pseudo-mask stage."""
+
+    method: str = choice("ppmg", "argmax", "crf", "ppmg")
+    cov: bool = flag(True)
+    cov_scale: float = number(0.3, **NON_NEGATIVE)
+    cov_threshold: float = number(0.05, **MOMENTUM)
+    alpha: float | str = number("auto", gt=0, words=("auto",))
+    alpha_range: tuple[float, float] = numbers((1.0, 24.0), length=2, gt=0)
+    bg_threshold: float | str = number("auto", words=("auto",), **FRACTION)
+    workers: int = integer(2, ge=0)
+    resume: bool = flag(False)
+    figures: int = integer(8, ge=0)
+
+    def check_together(self, key: str) -> None:
+        _ordered(f"{key}.alpha_range", self.alpha_range)
+
+
+@dataclass(frozen=True)
+class LossSettings(Node):
+    """``seg.loss``: PUF (:class:`pmm.losses.PUFLoss`'s mode, beta and k) and its warm-up."""
+
+    mode: str = choice("none", "clamp", "pow", "ignore", "none")
+    beta: float = number(0.5, **NON_NEGATIVE)
+    k: float = number(0.5, **NON_NEGATIVE)
+    warmup_epochs: int = integer(0, ge=0)
+
+
+@dataclass(frozen=True)
+class SegSettings(Node):
+    """``seg``: the segmentation stage."""
+
+    max_epochs: int | None = integer(None, ge=1, nullable=True)
+    lengthen_to_steps: int | None = integer(360, ge=0, nullable=True)
+    max_steps: int | None = integer(None, ge=1, nullable=True)
+    batch_size: int = integer(16, ge=1)
+    lr: float = number(0.002, **POSITIVE)
+    head_lr_mult: float = number(1.0, **POSITIVE)
+    poly_power: float = number(0.9, **NON_NEGATIVE)
+    min_lr: float = number(0.0, **NON_NEGATIVE)
+    optimizer: OptimizerSettings = node(OptimizerSettings)
+    loss: LossSettings = node(LossSettings)
+    aux_weight: float = number(0.4, **NON_NEGATIVE)
+    check_val_every_n_epoch: int | None = integer(1, ge=1, nullable=True)  # null: every seg.val_check_interval steps
+    val_check_interval: float | None = number(None, gt=0, nullable=True)
+
+    def check_together(self, key: str) -> None:
+        _at_most(key, "min_lr", self.min_lr, "lr", self.lr, "min_lr <= lr (the poly schedule decays from lr to min_lr)")
+
+
+@dataclass(frozen=True)
+class CyclicSettings(TTASettings):
+    """``cyclic``: Cyclic Pseudo-mask rounds during the segmentation stage."""
+
+    rounds: int = integer(1, ge=0)
+    every_n_epochs: int = integer(5, ge=1)
+    every_n_steps: int | None = integer(None, ge=1, nullable=True)
+    reinit: bool = flag(False)
+    relabel_from: str = choice("last", "last", "best")
+    puf_first_round_only: bool = flag(True)
+    restrict_to_labels: bool = flag(True)
+    flip: bool = flag(True)
+    crf: bool = flag(True)
+    batch_size: int = integer(16, ge=1)
+
+
+@dataclass(frozen=True)
+class EvalSettings(TTASettings):
+    """``eval``: the evaluation stage (and pmm.predict's test-time settings)."""
+
+    crf: bool = flag(False)
+    export: str | None = choice(None, "voc_test", nullable=True)
+    batch_size: int = integer(16, ge=1)
+    figures: int = integer(8, ge=0)
+
+
+@dataclass(frozen=True)
+class TrainerSettings(Node):
+    """``trainer``: the Lightning keys users set."""
+
+    max_steps: int = integer(-1, ge=-1)
+    log_every_n_steps: int = integer(10, ge=1)
+    accumulate_grad_batches: int = integer(1, ge=1)
+    gradient_clip_val: float | None = number(None, ge=0, nullable=True)
+
+
+# The range checks of the crf.* settings, in this module's wording (CRFParams then checks the rest).
+CRF_CHECKS = {"iterations": Check(kind="integer", ge=1), "gauss_sxy": Check(gt=0), "gauss_compat": Check(ge=0),
+              "bilateral_sxy": Check(gt=0), "bilateral_srgb": Check(gt=0), "bilateral_compat": Check(ge=0)}
+
+
+def crf_settings(config: Any, key: str = "crf") -> dict[str, CRFParams]:
+    """The ``crf`` node: name -> :class:`CRFParams` (``crf.pseudo``, ``crf.seg``), each checked."""
+    result = {}
+    for name in list(config) if isinstance(config, Mapping) else []:
+        params = _plain(_get(config, name))
         if not isinstance(params, dict):
             continue
-        key = f"crf.{name}"
-        for field, rule in numeric.items():
-            if field in params and not rule.ok(params[field]):
-                raise _fail(f"{key}.{field}", params[field], rule.expected())
-        CRFParams.from_config(params, key=key)  # unknown settings and ranges, one line naming the key
-        backend = params.get("backend")
-        if backend is None:
-            continue
-        if not isinstance(backend, str) or not backend:
-            raise _fail(f"{key}.backend", backend, "a CRF backend name or a dotted class path")
-        if "." not in backend:
-            try:
-                from pmm.crf import CRF_BACKENDS, _load_builtin_backends
-
-                _load_builtin_backends()
-            except ImportError:
-                continue
-            if CRF_BACKENDS and backend not in CRF_BACKENDS:
-                raise _fail(f"{key}.backend", backend, f"one of {'|'.join(sorted(CRF_BACKENDS))} or a dotted class path")
+        where = f"{key}.{name}"
+        for setting, check in CRF_CHECKS.items():
+            if setting in params and not check.ok(params[setting]):
+                raise _fail(f"{where}.{setting}", params[setting], check.expected())
+        result[name] = CRFParams.from_config(params, key=where)  # unknown settings: one line naming the key
+        _check_backend(f"{where}.backend", params.get("backend"))
+    return result
 
 
-# Checks that involve two keys, run after the per-key rules.
-CROSS_CHECKS: tuple[Callable[[DictConfig], None], ...] = (
-    lambda cfg: _ordered_range(cfg, "pseudo.alpha_range"),
-    lambda cfg: _ordered_range(cfg, "data.scale_range"),
-    lambda cfg: _pair(cfg, "eval.stride", "eval.window", "a stride <= the window (windows would leave gaps)"),
-    lambda cfg: _pair(cfg, "cyclic.stride", "cyclic.window", "a stride <= the window (windows would leave gaps)"),
-    lambda cfg: _pair(cfg, "cam.stride", "cam.window", "a stride <= the window (crops would leave gaps)"),
-    lambda cfg: _pair(cfg, "eval.short_side", "eval.max_long", "short_side <= max_long"),
-    lambda cfg: _pair(cfg, "cyclic.short_side", "cyclic.max_long", "short_side <= max_long"),
-    lambda cfg: _pair(cfg, "seg.min_lr", "seg.lr", "min_lr <= lr (the poly schedule decays from lr to min_lr)"),
-    _check_crf,
-)
+def _check_backend(key: str, backend: Any) -> None:
+    if backend is None:
+        return
+    if not isinstance(backend, str) or not backend:
+        raise _fail(key, backend, "a CRF backend name or a dotted class path")
+    if "." in backend:
+        return
+    try:
+        from pmm.crf import CRF_BACKENDS, _load_builtin_backends
+
+        _load_builtin_backends()
+    except ImportError:
+        return
+    if CRF_BACKENDS and backend not in CRF_BACKENDS:
+        raise _fail(key, backend, f"one of {'|'.join(sorted(CRF_BACKENDS))} or a dotted class path")
 
 
-def validate_config(cfg: DictConfig, rules: dict | None = None, keys: Sequence[str] | None = None) -> None:
-    """Check the ranges and types of the composed config's user settings; nothing else is touched.
+def _default_crf() -> dict[str, CRFParams]:
+    from pmm.crf.base import SEG_CRF
 
-    Args:
-        cfg: the composed config.
-        rules: key -> rule (default :data:`RULES`).
-        keys: only these keys (default: all of ``rules``); the cross-key checks run only by default.
+    return {"pseudo": CRFParams(backend="fast"), "seg": SEG_CRF}
+
+
+@dataclass(frozen=True)
+class Settings(Node):
+    """The whole config, one typed node per config node."""
+
+    seed: int = integer(0, ge=0, lt=2**32)
+    data: DataSettings = node(DataSettings)
+    input: InputSettings = node(InputSettings)  # before the networks: cam_net.input / segmenter.input follow it
+    cam_net: CAMNetSettings = node(CAMNetSettings)
+    segmenter: SegmenterSettings = node(SegmenterSettings)
+    cam: CAMSettings = node(CAMSettings)
+    pseudo: PseudoSettings = node(PseudoSettings)
+    seg: SegSettings = node(SegSettings)
+    cyclic: CyclicSettings = node(CyclicSettings)
+    eval: EvalSettings = node(EvalSettings)
+    trainer: TrainerSettings = node(TrainerSettings)
+    crf: dict[str, CRFParams] = field(default_factory=_default_crf, metadata={"build": crf_settings})
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "Settings":
+        """Build and check every node of the composed config; raises one PmmError line for the first bad setting."""
+        return cls.from_node(cfg, "")
+
+
+@dataclass(frozen=True)
+class PredictSettings(Node):
+    """``pmm.predict``'s own top-level keys (its ``eval`` and ``crf`` nodes are :class:`Settings`')."""
+
+    num_workers: int = integer(2, ge=0)
+    overlay_alpha: float = number(0.5, ge=0, le=1)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "PredictSettings":
+        return cls.from_node(cfg, "")
+
+
+def validate_config(cfg: Any) -> Settings:
+    """Check the ranges and types of the composed config's settings (:meth:`Settings.from_config`).
 
     Raises:
         PmmError: one line, ``<key>=<value>: expected <what>``, for the first bad setting.
     """
-    rules = RULES if rules is None else rules
-    for key in keys if keys is not None else rules:
-        rule = rules[key]
-        value = _select(cfg, key)
-        if value is _ABSENT:
-            continue
-        if not rule.ok(value):
-            raise _fail(key, value, rule.expected())
-    if keys is None:
-        for check in CROSS_CHECKS:
-            check(cfg)
+    return Settings.from_config(cfg)

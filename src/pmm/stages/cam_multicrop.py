@@ -18,11 +18,11 @@ The network is the checkpoint's (its saved spec), not ``cam_net``: the round con
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from pmm.cam.module import CAMModule
 from pmm.checkpoints import load_network, resume_checkpoint
@@ -37,43 +37,15 @@ from pmm.io import load_cams, load_image, save_mask
 from pmm.stages.cam_inference import cam_tta, finish_cam_round, infer_cams
 from pmm.runtime.pool import run_pool
 from pmm.runtime.trainer import build_trainer
+from pmm.settings import MultiCropSettings
 
 log = logging.getLogger("pmm")
 
-# Defaults of the ``cam.multi_crop`` node (read with .get: the round runs on configs without it).
-DEFAULTS = {
-    "epochs": 20,
-    "lr": None,            # null: cam.lr
-    "crop": None,          # null: the dataset's crop size (ctx.crop_size(); 448 in the paper)
-    "area": (0.04, 1.0),
-    "aspect": (0.6, 1.667),
-    "min_share": 0.1,
-    "min_object_share": 0.1,  # the authors' second rule ("mask inside box"); null: off
-    "rough_alpha": 24.0,
-    "heat": True,          # centre crops on the first round's CAM heat (false: uniform, the authors)
-    "jitter": (0.3, 0.3, 0.3, 0.1),
-}
-
-
-def settings(ctx: RunContext) -> dict:
-    """``cam.multi_crop`` over :data:`DEFAULTS` (unknown keys are an error naming them)."""
-    node = ctx.cfg.cam.get("multi_crop") or {}
-    values = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
-    unknown = sorted(set(values) - set(DEFAULTS))
-    if unknown:
-        raise PmmError(f"cam.multi_crop.{unknown[0]}: unknown key; known: {', '.join(DEFAULTS)}")
-    merged = {**DEFAULTS, **{k: v for k, v in values.items()}}
-    if merged["lr"] is None:
-        merged["lr"] = float(ctx.cfg.cam.lr)
-    if merged["crop"] is None:
-        merged["crop"] = ctx.crop_size()
-    if int(merged["epochs"]) < 1 or int(merged["crop"]) < 8:
-        raise PmmError(f"cam.multi_crop: epochs >= 1 and crop >= 8 expected, got {merged['epochs']} and {merged['crop']}")
-    for key in ("area", "aspect"):
-        low, high = (float(v) for v in merged[key])
-        if not 0 < low <= high or (key == "area" and high > 1):
-            raise PmmError(f"cam.multi_crop.{key}={list(merged[key])}: expected 0 < low <= high" + (" <= 1" if key == "area" else ""))
-    return merged
+def settings(ctx: RunContext) -> MultiCropSettings:
+    """``cam.multi_crop`` (:class:`pmm.settings.MultiCropSettings`, checked at start-up) with ``lr`` and
+    ``crop`` resolved: null means ``cam.lr`` and the dataset's crop size (``ctx.crop_size()``)."""
+    node = MultiCropSettings.from_node(ctx.cfg.cam.get("multi_crop"), "cam.multi_crop")
+    return node.resolved(lr=float(ctx.cfg.cam.lr), crop=ctx.crop_size() if node.crop is None else node.crop)
 
 
 def _rough_one(task: tuple[str, str, str, str], alpha: float, crf: CRFParams) -> str:
@@ -122,7 +94,7 @@ def run_multi_crop(ctx: RunContext) -> dict:
     if net.num_classes != ctx.num_classes - 1:
         raise PmmError(f"cam_ckpt={checkpoint}: trained for {net.num_classes} foreground classes but data.class_names "
                        f"has {ctx.num_classes - 1}; use the checkpoint of the same dataset")
-    module = CAMModule(net, optimizer=instantiate(cfg.cam.optimizer), lr=float(options["lr"]),
+    module = CAMModule(net, optimizer=instantiate(cfg.cam.optimizer), lr=float(options.lr),
                        poly_power=cfg.cam.poly_power, tta=cam_tta(ctx), net_config=spec,
                        infer_batch_size=cfg.cam.infer_batch_size)
     train_split = ctx.train_split
@@ -138,34 +110,34 @@ def run_multi_crop(ctx: RunContext) -> dict:
         log.info("multi-crop round: first-round CAMs of '%s' with %s", train_split.split, checkpoint)
         module.eval()
         infer_cams(ctx, module, train_split.split, output=first_cams)
-        log.info("multi-crop round: CRF-only rough masks (alpha %s) into %s", options["rough_alpha"], rough)
-        extra.update(make_rough_masks(ctx, train_split, first_cams, rough, float(options["rough_alpha"])))
+        log.info("multi-crop round: CRF-only rough masks (alpha %s) into %s", options.rough_alpha, rough)
+        extra.update(make_rough_masks(ctx, train_split, first_cams, rough, float(options.rough_alpha)))
         barrier()
         module.train()
 
     from pmm.cam.crop_dataset import CropClassificationDataset, EpochSampler
 
-    jitter = options["jitter"]
+    jitter = options.jitter
     train_set = CropClassificationDataset(
-        train_split, rough, crop=int(options["crop"]), seed=int(cfg.seed), area=tuple(options["area"]),
-        aspect=tuple(options["aspect"]), min_share=float(options["min_share"]),
-        min_object_share=None if options["min_object_share"] is None else float(options["min_object_share"]),
-        heat_dir=first_cams if options["heat"] and first_cams.is_dir() else None,
+        train_split, rough, crop=int(options.crop), seed=int(cfg.seed), area=tuple(options.area),
+        aspect=tuple(options.aspect), min_share=float(options.min_share),
+        min_object_share=None if options.min_object_share is None else float(options.min_object_share),
+        heat_dir=first_cams if options.heat and first_cams.is_dir() else None,
         jitter=tuple(jitter) if jitter else None,
     )
     val_set = ClassificationDataset(ctx.val_split, eval_transform())
     batch = min(cfg.cam.batch_size, len(train_set))
     same_size = len(set(ctx.val_split.image_sizes.values())) == 1
-    epochs = int(options["epochs"])
+    epochs = int(options.epochs)
     trainer = build_trainer(ctx, "cam", epochs)
     log.info("multi-crop round: %s from %s on %d train / %d val images, %d x %d crops, %d epochs, lr %g",
              spec.get("_target_", "?").rsplit(".", 1)[-1], checkpoint.name, len(train_set), len(ctx.val_split),
-             options["crop"], options["crop"], epochs, options["lr"])
+             options.crop, options.crop, epochs, options.lr)
     # The sampler hands the epoch to the items (workers included): crops depend on (seed, epoch, index) only.
     train_loader = seeded_loader(train_set, batch, cfg.data.num_workers, drop_last=len(train_set) > batch,
                                  sampler=EpochSampler(len(train_set), int(cfg.seed)))
     trainer.fit(module, train_dataloaders=train_loader,
                 val_dataloaders=loader(val_set, cfg.cam.infer_batch_size if same_size else 1, cfg.data.num_workers),
                 ckpt_path=resume)
-    extra["cam_multi_crop"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()}
+    extra["cam_multi_crop"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()}
     return finish_cam_round(ctx, module, **extra)
