@@ -31,7 +31,8 @@ def test_voc_paper_matches_the_reference_settings():
     assert cfg.cam.optimizer._target_ == "torch.optim.SGD" and cfg.cam.lr == 0.02 and cfg.cam.max_epochs == 8
     assert cfg.cam.optimizer.momentum == 0.9 and cfg.cam.optimizer.weight_decay == 5e-4
     assert list(cfg.cam.scales) == [0.5, 1.0, 1.5, 2.0] and cfg.cam.flip
-    assert OmegaConf.to_container(cfg.data.cam_aug) == {"crop": 448, "long_side": [448, 768],
+    assert cfg.cam.crop_size == 448 and cfg.seg.crop_size == 512
+    assert OmegaConf.to_container(cfg.data.cam_aug) == {"long_side": [448, 768],
                                                          "jitter": [0.3, 0.3, 0.3, 0.1], "image_fill": 0}
     assert cfg.cam.multi_crop.epochs == 20 and cfg.cam.multi_crop.lr == 0.01 and cfg.cam.stride == 300
     # Pseudo-masks: alpha 11, the paper's CRF settings, scored on train_aug and train.
@@ -41,7 +42,7 @@ def test_voc_paper_matches_the_reference_settings():
     assert cfg.segmenter.arch == "pspnet" and cfg.segmenter.aux and cfg.segmenter.output_stride == 8
     assert cfg.segmenter.encoder == "tu-res2net101d" and cfg.seg.aux_weight == 0.4
     assert OmegaConf.to_container(cfg.data.seg_aug) == {
-        "crop": 512, "short_side": 512, "max_long": 2048, "ratio_range": [0.5, 2.0], "cat_max_ratio": 0.75,
+        "short_side": 512, "max_long": 2048, "ratio_range": [0.5, 2.0], "cat_max_ratio": 0.75,
         "photometric": True, "ignore_index": 255, "image_fill": 0}
     # Schedule: one lr for all (0.005), momentum 0.9, wd 5e-4, poly to 1e-4, 2 x 20k iterations, val every 2k.
     assert (cfg.seg.lr, cfg.seg.head_lr_mult, cfg.seg.min_lr, cfg.seg.poly_power) == (0.005, 1.0, 1e-4, 0.9)

@@ -393,7 +393,7 @@ def test_shipped_configs_validate(compose_cfg, overrides):
         ("cam.scales=[1.0,0]", "cam.scales=[1.0, 0]: expected a non-empty list of numbers > 0"),
         ("cyclic.scales=[]", "cyclic.scales=[]: expected a non-empty list of numbers > 0"),
         ("eval.scales=[-1]", "eval.scales=[-1]: expected a non-empty list of numbers > 0"),
-        ("data.crop_size=100", "data.crop_size=100: expected an integer > 0, a multiple of 32 or null"),
+        ("seg.crop_size=100", "seg.crop_size=100: expected an integer > 0, a multiple of 32 or null"),
         ("cyclic.rounds=-1", "cyclic.rounds=-1: expected an integer >= 0"),
         ("cyclic.every_n_epochs=0", "cyclic.every_n_epochs=0: expected an integer >= 1"),
         ("data.batch_size=0", "data.batch_size=0: expected an integer >= 1"),

@@ -67,7 +67,8 @@ def test_the_defaults_are_the_default_config(compose_cfg):
     ("override", "path", "value"),
     [
         ("seed=7", "seed", 7),
-        ("data.crop_size=null", "data.crop_size", None),
+        ("cam.crop_size=null", "cam.crop_size", None),
+        ("seg.crop_size=512", "seg.crop_size", 512),
         ("data.scale_range=[0.5,2.0]", "data.scale_range", (0.5, 2.0)),
         ("data.generate.num_train=12", "data.generate.num_train", 12),
         ("input.encoding=rgb", "input.encoding", "rgb"),
@@ -76,7 +77,6 @@ def test_the_defaults_are_the_default_config(compose_cfg):
         ("cam.mode=multi_crop", "cam.mode", "multi_crop"),
         ("cam.thresholds=[0.1,0.2]", "cam.thresholds", (0.1, 0.2)),
         ("cam.optimizer.weight_decay=0.0005", "cam.optimizer.weight_decay", 0.0005),
-        ("cam.multi_crop.crop=448", "cam.multi_crop.crop", 448),
         ("pseudo.alpha=11", "pseudo.alpha", 11),
         ("pseudo.bg_threshold=0.3", "pseudo.bg_threshold", 0.3),
         ("seg.loss.mode=clamp", "seg.loss.mode", "clamp"),
@@ -128,7 +128,8 @@ def test_predict_config_builds(compose_cfg):
     ("override", "message"),
     [
         ("seed=-1", "seed=-1: expected an integer >= 0 and < 4294967296"),
-        ("data.crop_size=100", "data.crop_size=100: expected an integer > 0, a multiple of 32 or null"),
+        ("cam.crop_size=100", "cam.crop_size=100: expected an integer > 0, a multiple of 32 or null"),
+        ("seg.crop_size=100", "seg.crop_size=100: expected an integer > 0, a multiple of 32 or null"),
         ("data.scale_range=[1.3,0.7]", "data.scale_range=[1.3, 0.7]: expected [low, high] with low <= high"),
         ("data.labels=boxes", "data.labels=boxes: expected one of masks|xml|auto"),
         ("data.generate.image_size=0", "data.generate.image_size=0: expected an integer > 0"),
@@ -147,7 +148,7 @@ def test_predict_config_builds(compose_cfg):
         ("cam.multi_crop.min_share=2", "cam.multi_crop.min_share=2: expected a number > 0 and <= 1"),
         ("cam.multi_crop.area=[0.5,0.2]", "cam.multi_crop.area=[0.5, 0.2]: expected 0 < low <= high <= 1"),
         ("cam.multi_crop.aspect=[0,1]", "cam.multi_crop.aspect=[0, 1]: expected 0 < low <= high"),
-        ("+cam.multi_crop.size=3", "cam.multi_crop.size: unknown key; known: epochs, lr, crop, area, aspect, min_share, "
+        ("+cam.multi_crop.size=3", "cam.multi_crop.size: unknown key; known: epochs, lr, area, aspect, min_share, "
                                    "min_object_share, rough_alpha, heat, jitter"),
         ("pseudo.alpha=-5", "pseudo.alpha=-5: expected a number > 0 or auto"),
         ("pseudo.cov=yes", "pseudo.cov=yes: expected true or false"),
@@ -203,7 +204,8 @@ def test_multi_crop_defaults_have_one_home_matching_config_yaml():
     import pmm.stages.cam_multicrop as stage
 
     node = OmegaConf.load(CONF_DIR / "config.yaml").cam.multi_crop
-    defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(MultiCropSettings()).items()}
+    defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(MultiCropSettings()).items()
+                if k != "crop"}  # the crops' side is cam.crop_size, not a key of this node
     assert defaults == OmegaConf.to_container(node)
     assert CAMSettings().multi_crop == MultiCropSettings()
     assert not hasattr(stage, "DEFAULTS")
@@ -214,10 +216,10 @@ def test_multi_crop_stage_settings_resolve_lr_and_crop():
 
     def ctx(multi_crop, crop_size=160):
         return SimpleNamespace(cfg=OmegaConf.create({"cam": {"lr": 0.02, "multi_crop": multi_crop}}),
-                               crop_size=lambda: crop_size)
+                               crop_size={"cam": crop_size}.__getitem__)
 
     assert settings(ctx({})) == MultiCropSettings(lr=0.02, crop=160)
-    assert settings(ctx({"lr": 0.01, "crop": 448})) == MultiCropSettings(lr=0.01, crop=448)
+    assert settings(ctx({"lr": 0.01}, crop_size=448)) == MultiCropSettings(lr=0.01, crop=448)
     assert settings(ctx(None)).epochs == 20
     with pytest.raises(PmmError, match="crop >= 8 expected, got 20 and 4"):
         settings(ctx({}, crop_size=4))

@@ -138,7 +138,7 @@ def test_multi_crop_round_end_to_end(tmp_path):
 
     run_dir = tmp_path / "second"
     overrides = ["stage=cam", "cam.round=multi_crop", f"cam_ckpt={ckpt}", "cam.multi_crop.epochs=1",
-                 "cam.multi_crop.crop=64", *tiny]
+                 "cam.crop_size=64", *tiny]
     metrics = run_stage(run_dir, data_dir, overrides)
     assert metrics["cam_round"] == "multi_crop"
     assert 0.0 <= metrics["cam_miou"] <= 1.0 and 0.0 <= metrics["cam_rough_miou"] <= 1.0

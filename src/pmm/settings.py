@@ -27,7 +27,7 @@ from pmm.crf.base import CRFParams
 from pmm.errors import PmmError
 from pmm.nets.tta import TTAConfig
 
-CROP_MULTIPLE = 32  # training crops go straight into the segmenter: SMP needs sizes divisible by 2**depth
+CROP_MULTIPLE = 32  # training crops go straight into the networks: SMP needs sizes divisible by 2**depth
 
 _ABSENT = object()
 
@@ -161,6 +161,8 @@ class Node:
         """Build from the config node at dotted ``key``; a key that is absent keeps its default."""
         values = {}
         for f in fields(cls):
+            if f.metadata.get("derived"):
+                continue
             raw = _get(config, f.name)
             name = f"{key}.{f.name}" if key else f.name
             if "build" in f.metadata:
@@ -214,7 +216,6 @@ class GenerateSettings(Node):
 class DataSettings(Node):
     """``data`` (the loaders' settings; the dataset object checks its own paths and labels)."""
 
-    crop_size: int | None = integer(160, gt=0, nullable=True, multiple_of=CROP_MULTIPLE)
     scale_range: tuple[float, float] = numbers((0.7, 1.3), length=2, gt=0)
     batch_size: int = integer(16, ge=1)
     num_workers: int = integer(2, ge=0)
@@ -296,14 +297,15 @@ class TTASettings(Node):
 class MultiCropSettings(Node):
     """``cam.multi_crop``: the second CAM round on crops (the one home of these defaults).
 
-    ``lr`` null: ``cam.lr``; ``crop`` null: the dataset's crop size (:meth:`resolved` fills both).
+    ``lr`` null: ``cam.lr``; the crops' side is the CAM training crop (``cam.crop_size``): :meth:`resolved`
+    fills both in.
     ``min_object_share``: the authors' second labelling rule (null: off); ``heat``: crops centred
     on the first round's CAM heat (false: uniform, as the authors' code).
     """
 
     epochs: int = integer(20, ge=1)
     lr: float | None = number(None, gt=0, nullable=True)
-    crop: int | None = integer(None, gt=0, nullable=True)
+    crop: int | None = field(default=None, metadata={"derived": True})  # not a key: cam.crop_size, resolved
     area: tuple[float, float] = numbers((0.04, 1.0), length=2)
     aspect: tuple[float, float] = numbers((0.6, 1.667), length=2)
     min_share: float = number(0.1, gt=0, le=1)
@@ -314,7 +316,7 @@ class MultiCropSettings(Node):
 
     @classmethod
     def from_node(cls, config: Any, key: str) -> "MultiCropSettings":
-        known = [f.name for f in fields(cls)]
+        known = [f.name for f in fields(cls) if not f.metadata.get("derived")]
         unknown = sorted(set(config) - set(known)) if isinstance(config, Mapping) else []
         if unknown:
             raise PmmError(f"{key}.{unknown[0]}: unknown key; known: {', '.join(known)}")
@@ -328,8 +330,8 @@ class MultiCropSettings(Node):
                                + (" <= 1" if name == "area" else ""))
 
     def resolved(self, lr: float, crop: int) -> "MultiCropSettings":
-        """``lr`` and ``crop`` filled in where null (``cam.lr``, the dataset's crop size)."""
-        done = replace(self, lr=float(lr if self.lr is None else self.lr), crop=int(crop if self.crop is None else self.crop))
+        """``lr`` filled in where null (``cam.lr``) and ``crop`` set (the CAM training crop)."""
+        done = replace(self, lr=float(lr if self.lr is None else self.lr), crop=int(crop))
         if done.crop < 8:
             raise PmmError(f"cam.multi_crop: epochs >= 1 and crop >= 8 expected, got {done.epochs} and {done.crop}")
         return done
@@ -344,6 +346,7 @@ class CAMSettings(TTASettings):
     max_epochs: int | None = integer(20, ge=1, nullable=True)
     lengthen_to_steps: int | None = integer(900, ge=0, nullable=True)
     batch_size: int = integer(16, ge=1)
+    crop_size: int | None = integer(None, gt=0, nullable=True, multiple_of=CROP_MULTIPLE)
     lr: float = number(0.006, **POSITIVE)
     poly_power: float = number(0.9, **NON_NEGATIVE)
     optimizer: OptimizerSettings = node(OptimizerSettings)
@@ -396,6 +399,7 @@ class SegSettings(Node):
     lengthen_to_steps: int | None = integer(360, ge=0, nullable=True)
     max_steps: int | None = integer(None, ge=1, nullable=True)
     batch_size: int = integer(16, ge=1)
+    crop_size: int | None = integer(None, gt=0, nullable=True, multiple_of=CROP_MULTIPLE)
     lr: float = number(0.002, **POSITIVE)
     head_lr_mult: float = number(1.0, **POSITIVE)
     poly_power: float = number(0.9, **NON_NEGATIVE)

@@ -336,14 +336,16 @@ def _listify(node) -> dict:
 
 
 def cam_pipeline(data_cfg, crop_size: int) -> A.Compose:
-    """The CAM stage's training pipeline: ``data.cam_aug`` (SEAM's, the paper presets) or the default one."""
+    """The CAM stage's training pipeline, ``crop_size`` crops (``cam.crop_size``): ``data.cam_aug``
+    (SEAM's, the paper presets) or the default one."""
     if data_cfg.get("cam_aug"):
-        return cam_train_transform(**_listify(data_cfg.cam_aug))
+        return cam_train_transform(crop=crop_size, **_listify(data_cfg.cam_aug))
     return train_transform(crop_size, tuple(data_cfg.scale_range))
 
 
 def seg_pipeline(data_cfg, crop_size: int) -> A.Compose:
-    """The segmenter's training pipeline: ``data.seg_aug`` (mmseg's, the paper presets) or the default one."""
+    """The segmenter's training pipeline, ``crop_size`` crops (``seg.crop_size``): ``data.seg_aug``
+    (mmseg's, the paper presets) or the default one."""
     if data_cfg.get("seg_aug"):
-        return seg_train_transform(**_listify(data_cfg.seg_aug))
+        return seg_train_transform(crop=crop_size, **_listify(data_cfg.seg_aug))
     return train_transform(crop_size, tuple(data_cfg.scale_range))

@@ -134,10 +134,12 @@ class RunContext:
             self._eval_split = self.dataset.prediction_split(name)
         return self._eval_split
 
-    def crop_size(self) -> int:
-        """``data.crop_size``, or min(448, median long side of the training images) rounded up to 32."""
-        if self.cfg.data.crop_size is not None:
-            return int(self.cfg.data.crop_size)
+    def crop_size(self, stage: str) -> int:
+        """The training crop of a stage (``cam.crop_size`` or ``seg.crop_size``), or when null
+        min(448, median long side of the training images) rounded up to 32."""
+        value = self.cfg[stage].get("crop_size")
+        if value is not None:
+            return int(value)
         long_sides = [max(size) for size in self.train_split.image_sizes.values()]
         median = int(np.median(long_sides))
         return int(min(448, -(-median // 32) * 32))

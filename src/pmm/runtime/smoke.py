@@ -38,12 +38,10 @@ def apply_smoke(cfg: DictConfig) -> None:
         data.num_workers = 0
         data.batch_size = 2
         data.limit_images = images
-        data.crop_size = crop
+        cfg.cam.crop_size = cfg.seg.crop_size = crop
         if data.get("cam_aug"):
-            _set(data.cam_aug, "crop", crop)
             _set(data.cam_aug, "long_side", [crop, crop + crop // 2])
         if data.get("seg_aug"):
-            _set(data.seg_aug, "crop", crop)
             _set(data.seg_aug, "short_side", crop)
             _set(data.seg_aug, "max_long", crop * 4)
         for node in (cfg.cam_net, cfg.segmenter):
@@ -62,7 +60,6 @@ def apply_smoke(cfg: DictConfig) -> None:
         cam.window, cam.stride = crop, crop * 3 // 4
         if cam.get("multi_crop"):
             cam.multi_crop.epochs = 1
-            cam.multi_crop.crop = crop
         cfg.pseudo.workers = 1
         seg = cfg.seg
         seg.batch_size = 2

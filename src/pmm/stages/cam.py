@@ -35,7 +35,7 @@ def build_cam_module(ctx: RunContext) -> CAMModule:
 
 def train_cam(ctx: RunContext) -> CAMModule:
     cfg = ctx.cfg
-    crop = ctx.crop_size()
+    crop = ctx.crop_size("cam")
     train_set = ClassificationDataset(ctx.train_split, cam_pipeline(cfg.data, crop))
     val_set = ClassificationDataset(ctx.val_split, eval_transform())
     batch = min(cfg.cam.batch_size, len(train_set))

@@ -7,7 +7,7 @@
    scored against the ground truth (``cam_rough_miou``) when the split has masks.
 3. Training continues from ``cam_ckpt``'s weights on random crops of the training images
    (:class:`pmm.cam.crop_dataset.CropClassificationDataset`), each labelled with the rough-mask
-   classes covering ``min_share`` of it, resized to ``cam.multi_crop.crop``, for
+   classes covering ``min_share`` of it, resized to ``cam.crop_size``, for
    ``cam.multi_crop.epochs`` epochs at ``cam.multi_crop.lr`` (``cam.optimizer``, poly decay).
 4. The CAMs of ``cam.split`` are inferred and scored as in the standard round: the same outputs
    (``checkpoints/cam/``, ``cams/<split>/``, ``cam_miou``, figures) plus ``cam_round: multi_crop``.
@@ -43,9 +43,9 @@ log = logging.getLogger("pmm")
 
 def settings(ctx: RunContext) -> MultiCropSettings:
     """``cam.multi_crop`` (:class:`pmm.settings.MultiCropSettings`, checked at start-up) with ``lr`` and
-    ``crop`` resolved: null means ``cam.lr`` and the dataset's crop size (``ctx.crop_size()``)."""
+    the CAM training crop (``cam.crop_size``, the crops' side)."""
     node = MultiCropSettings.from_node(ctx.cfg.cam.get("multi_crop"), "cam.multi_crop")
-    return node.resolved(lr=float(ctx.cfg.cam.lr), crop=ctx.crop_size() if node.crop is None else node.crop)
+    return node.resolved(lr=float(ctx.cfg.cam.lr), crop=ctx.crop_size("cam"))
 
 
 def _rough_one(task: tuple[str, str, str, str], alpha: float, crf: CRFParams) -> str:

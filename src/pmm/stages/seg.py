@@ -144,8 +144,8 @@ def run(ctx: RunContext) -> dict:
     cfg = ctx.cfg
     mask_dir = resolve_mask_source(ctx)
     datamodule = PseudoMaskDataModule(
-        ctx.train_split, ctx.val_split, mask_dir, ctx.crop_size(), tuple(cfg.data.scale_range),
-        cfg.seg.batch_size, cfg.data.num_workers, transform=seg_pipeline(cfg.data, ctx.crop_size()),
+        ctx.train_split, ctx.val_split, mask_dir, ctx.crop_size("seg"), tuple(cfg.data.scale_range),
+        cfg.seg.batch_size, cfg.data.num_workers, transform=seg_pipeline(cfg.data, ctx.crop_size("seg")),
     )
     # The world size is known before any process group exists; the schedule depends on it.
     world = planned_world_size(ctx)
