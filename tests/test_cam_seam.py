@@ -14,6 +14,8 @@ from pmm.cam.crops import crop_labels, sample_crop_box, sample_labelled_crop
 from pmm.cam.seam import SEAMNet, max_norm, refine, seam_losses
 
 A = (1 - 1e-5) / (1 + 1e-5)  # a unit peak after SEAM's max normalisation
+BOX = {"area": (0.04, 1.0), "aspect": (3 / 5, 5 / 3)}  # the multi-crop round's (cam.multi_crop)
+LABELS = {"min_share": 0.1, "min_object_share": 0.1}
 
 
 # ---------------------------------------------------------------- refine (PCM)
@@ -250,20 +252,20 @@ def _mask() -> np.ndarray:
 def test_crop_labels_by_share_of_the_crop_and_of_the_object():
     mask = _mask()
     # Whole image: class 1 covers 25 % of it; class 2 1 %, but the crop holds all of class 2.
-    np.testing.assert_array_equal(crop_labels(mask, (0, 0, 10, 10), 3), [1, 1, 0])
-    np.testing.assert_array_equal(crop_labels(mask, (0, 0, 10, 10), 3, min_object_share=None), [1, 0, 0])
+    np.testing.assert_array_equal(crop_labels(mask, (0, 0, 10, 10), 3, 0.1, 0.1), [1, 1, 0])
+    np.testing.assert_array_equal(crop_labels(mask, (0, 0, 10, 10), 3, 0.1, None), [1, 0, 0])
     # Bottom-right quarter: no class 1; class 2 is 1/25 of the crop but all of itself.
-    np.testing.assert_array_equal(crop_labels(mask, (5, 5, 5, 5), 3), [0, 1, 0])
-    np.testing.assert_array_equal(crop_labels(mask, (5, 5, 5, 5), 3, min_object_share=None), [0, 0, 0])
+    np.testing.assert_array_equal(crop_labels(mask, (5, 5, 5, 5), 3, 0.1, 0.1), [0, 1, 0])
+    np.testing.assert_array_equal(crop_labels(mask, (5, 5, 5, 5), 3, 0.1, None), [0, 0, 0])
     # A crop with one column of class 1 (5 of 50 pixels = 10 %: kept at >=; 5 of 25 class pixels too).
-    np.testing.assert_array_equal(crop_labels(mask, (0, 4, 10, 5), 3, min_object_share=None), [1, 0, 0])
-    np.testing.assert_array_equal(crop_labels(mask, (0, 4, 10, 5), 3, min_share=0.11, min_object_share=None), [0, 0, 0])
-    np.testing.assert_array_equal(crop_labels(mask, (0, 4, 10, 5), 3, min_share=0.11, min_object_share=0.2), [1, 0, 0])
+    np.testing.assert_array_equal(crop_labels(mask, (0, 4, 10, 5), 3, 0.1, None), [1, 0, 0])
+    np.testing.assert_array_equal(crop_labels(mask, (0, 4, 10, 5), 3, 0.11, None), [0, 0, 0])
+    np.testing.assert_array_equal(crop_labels(mask, (0, 4, 10, 5), 3, 0.11, 0.2), [1, 0, 0])
 
 
 def test_crop_boxes_respect_area_and_aspect_and_the_seed():
-    draws = [sample_crop_box(300, 400, np.random.default_rng(seed)) for seed in range(200)]
-    assert draws[:20] == [sample_crop_box(300, 400, np.random.default_rng(seed)) for seed in range(20)]
+    draws = [sample_crop_box(300, 400, np.random.default_rng(seed), **BOX) for seed in range(200)]
+    assert draws[:20] == [sample_crop_box(300, 400, np.random.default_rng(seed), **BOX) for seed in range(20)]
     for top, left, h, w in draws:
         assert 0 <= top and top + h <= 300 and 0 <= left and left + w <= 400
         if (h, w) != (300, 400):  # not the fallback
@@ -277,7 +279,7 @@ def test_crop_boxes_centred_on_the_heat():
     heat[80, 20] = 1.0  # one hot pixel
     rng = np.random.default_rng(0)
     for _ in range(50):
-        top, left, h, w = sample_crop_box(100, 100, rng, heat=heat)
+        top, left, h, w = sample_crop_box(100, 100, rng, heat=heat, **BOX)
         assert top <= 80 < top + h and left <= 20 < left + w
 
 
@@ -286,10 +288,10 @@ def test_labelled_crop_resamples_until_it_holds_a_class():
     mask[70:, 70:] = 3  # an object in a corner
     rng = np.random.default_rng(0)
     for _ in range(20):
-        (top, left, h, w), labels = sample_labelled_crop(mask, 3, rng, area=(0.04, 0.1))
+        (top, left, h, w), labels = sample_labelled_crop(mask, 3, rng, area=(0.04, 0.1), aspect=BOX["aspect"], **LABELS)
         np.testing.assert_array_equal(labels, [0, 0, 1])
         window = mask[top : top + h, left : left + w]
         assert (window == 3).mean() >= 0.1 or (window == 3).sum() >= 10
     # Nothing to find: the last box, with no label.
-    box, labels = sample_labelled_crop(np.zeros((50, 50), dtype=np.uint8), 3, rng, tries=5)
+    box, labels = sample_labelled_crop(np.zeros((50, 50), dtype=np.uint8), 3, rng, tries=5, **BOX, **LABELS)
     assert not labels.any() and len(box) == 4

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from pmm.cam.crop_dataset import CropClassificationDataset, EpochSampler, split_key
+from pmm.settings import MultiCropSettings
 from pmm.io import save_mask
 
 
@@ -49,19 +50,26 @@ def rough(tmp_path) -> tuple[StubSplit, Path]:
     return StubSplit({"a": image}, {"a": (1, 2, 3)}, num_classes=4), tmp_path
 
 
+def crop_dataset(split, folder, **settings) -> CropClassificationDataset:
+    """The multi-crop round's dataset with cam.multi_crop's defaults, overridden by ``settings``."""
+    defaults = MultiCropSettings()
+    chosen = {name: getattr(defaults, name) for name in ("area", "aspect", "min_share", "min_object_share", "jitter")}
+    return CropClassificationDataset(split, folder, **{**chosen, **settings})
+
+
 def test_whole_image_crop_labels_follow_both_rules(rough):
     split, folder = rough
     whole = dict(area=(1.0, 1.0), aspect=(1.0, 1.0), jitter=None)
     # Class 1 covers 25 % of the crop; class 2 only 1 %, but the crop holds all of it ("mask in box").
-    data = CropClassificationDataset(split, folder, crop=32, seed=0, **whole)
+    data = crop_dataset(split, folder, crop=32, seed=0, **whole)
     item = data[0]
     assert item["box"].tolist() == [0, 0, 100, 100]
     assert item["label"].tolist() == [1.0, 1.0, 0.0]
     assert item["image"].shape == (3, 32, 32) and 0 <= float(item["image"].min()) and float(item["image"].max()) <= 1
     # The share rule alone: class 2 (1 % of the crop) is dropped, class 1 (25 %) kept.
-    share_only = CropClassificationDataset(split, folder, crop=32, seed=0, min_object_share=None, **whole)
+    share_only = crop_dataset(split, folder, crop=32, seed=0, min_object_share=None, **whole)
     assert share_only[0]["label"].tolist() == [1.0, 0.0, 0.0]
-    strict = CropClassificationDataset(split, folder, crop=32, seed=0, min_share=0.3, min_object_share=None, **whole)
+    strict = crop_dataset(split, folder, crop=32, seed=0, min_share=0.3, min_object_share=None, **whole)
     assert strict.sample(0)[1].tolist() == [0.0, 0.0, 0.0]  # no class reaches 30 %: 100 draws, then unlabelled
 
 
@@ -72,7 +80,7 @@ def test_heat_centres_the_crop_on_the_small_object(rough, tmp_path):
     cams_dir = tmp_path / "cams"
     cams_dir.mkdir()
     np.savez(cams_dir / "a.npz", cams=heat, labels=np.array([2]))
-    data = CropClassificationDataset(split, folder, crop=16, seed=3, area=(0.04, 0.04), aspect=(1.0, 1.0),
+    data = crop_dataset(split, folder, crop=16, seed=3, area=(0.04, 0.04), aspect=(1.0, 1.0),
                                      heat_dir=cams_dir, jitter=None)
     for epoch in range(3):
         box, labels, _ = data.sample(0, epoch)
@@ -82,13 +90,13 @@ def test_heat_centres_the_crop_on_the_small_object(rough, tmp_path):
 
 def test_items_depend_on_seed_epoch_and_index_only(rough):
     split, folder = rough
-    data = CropClassificationDataset(split, folder, crop=24, seed=5)
+    data = crop_dataset(split, folder, crop=24, seed=5)
     first, again = data[0], data[0]
     assert first["box"].tolist() == again["box"].tolist()
     assert np.array_equal(first["image"].numpy(), again["image"].numpy())
     boxes = {tuple(data[epoch * len(data)]["box"].tolist()) for epoch in range(6)}
     assert len(boxes) > 1  # a new crop every epoch
-    other = CropClassificationDataset(split, folder, crop=24, seed=6)
+    other = crop_dataset(split, folder, crop=24, seed=6)
     assert any(other[e]["box"].tolist() != data[e]["box"].tolist() for e in range(4))
 
 

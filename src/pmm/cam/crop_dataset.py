@@ -97,9 +97,9 @@ class CropClassificationDataset(Dataset):
     ``epoch`` and ``box`` (top, left, height, width in the original image).
     """
 
-    def __init__(self, split, mask_dir: str | Path, crop: int, seed: int, area=(0.04, 1.0), aspect=(0.6, 5 / 3),
-                 min_share: float = 0.1, min_object_share: float | None = 0.1, heat_dir: str | Path | None = None,
-                 jitter: tuple[float, float, float, float] | None = (0.3, 0.3, 0.3, 0.1),
+    def __init__(self, split, mask_dir: str | Path, crop: int, seed: int, *, area: tuple[float, float],
+                 aspect: tuple[float, float], min_share: float, min_object_share: float | None,
+                 jitter: tuple[float, float, float, float] | None, heat_dir: str | Path | None = None,
                  restrict_to_image_labels: bool = True) -> None:
         self.split = split
         self.mask_dir = Path(mask_dir)

@@ -7,6 +7,8 @@ first round's rough mask that the crop holds, resampled (up to 100 times) until 
 crop is then flipped, colour-jittered and resized to 448 x 448.
 
 Boxes are ``(top, left, height, width)`` in pixels of the full image, as ``pmm.nets.tta.sliding_windows``.
+The settings (area, aspect, labelling shares) have no defaults here: their one home is
+``pmm.settings.MultiCropSettings`` (``cam.multi_crop``).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ def sample_crop_box(
     height: int,
     width: int,
     rng: np.random.Generator,
-    area: tuple[float, float] = (0.04, 1.0),
-    aspect: tuple[float, float] = (3 / 5, 5 / 3),
+    area: tuple[float, float],
+    aspect: tuple[float, float],
     heat: np.ndarray | None = None,
     attempts: int = 10,
 ) -> Box:
@@ -63,7 +65,7 @@ def sample_crop_box(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def crop_labels(mask: np.ndarray, box: Box, num_classes: int, min_share: float = 0.1, min_object_share: float | None = 0.1) -> np.ndarray:
+def crop_labels(mask: np.ndarray, box: Box, num_classes: int, min_share: float, min_object_share: float | None) -> np.ndarray:
     """Multi-hot labels (``num_classes`` foreground classes, float32) of a crop of a rough mask.
 
     Args:
@@ -92,10 +94,10 @@ def sample_labelled_crop(
     mask: np.ndarray,
     num_classes: int,
     rng: np.random.Generator,
-    area: tuple[float, float] = (0.04, 1.0),
-    aspect: tuple[float, float] = (3 / 5, 5 / 3),
-    min_share: float = 0.1,
-    min_object_share: float | None = 0.1,
+    area: tuple[float, float],
+    aspect: tuple[float, float],
+    min_share: float,
+    min_object_share: float | None,
     heat: np.ndarray | None = None,
     tries: int = 100,
 ) -> tuple[Box, np.ndarray]:
