@@ -24,7 +24,7 @@ logged (``<work>/logs/<run>.log``), its cells read "failed", and the other runs 
 
 Cost: 12 CLI runs per dataset and seed. ``--quick`` (one seed, both datasets) took 27 minutes
 on 2 loaded cores (load average 7-9); the full ablation (2 datasets x 3 seeds x 12 runs at full size) is hours — an
-estimate from the stage times in README.md, not a measurement: about 30-40 minutes per dataset and
+estimate from the stage times in docs/benchmarks.md, not a measurement: about 30-40 minutes per dataset and
 seed on 2 cores.
 
 ``shapes`` is a tree written by ``scripts/make_shapes_tree.py`` (4 solid shape classes, a dataset

@@ -230,8 +230,8 @@ def test_seam_yaml_instantiates():
 
     import pmm
 
-    # The group file reads the root input node, as it does inside the composed config.
-    config = OmegaConf.merge({"input": {"encoding": "rgb", "edge_sigma": 0.0}},
+    # The group file reads the root input_encoding node, as it does inside the composed config.
+    config = OmegaConf.merge({"input_encoding": {"mode": "rgb", "edge_sigma": 0.0}},
                              {"cam_net": OmegaConf.load(Path(pmm.__file__).parent / "conf" / "cam_net" / "seam.yaml")})
     net = instantiate(config.cam_net, num_classes=3)
     assert isinstance(net, SEAMNet) and net.num_classes == 3

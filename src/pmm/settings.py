@@ -227,10 +227,10 @@ class DataSettings(Node):
 
 
 @dataclass(frozen=True)
-class InputSettings(Node):
-    """``input``: what both networks see."""
+class InputEncodingSettings(Node):
+    """``input_encoding``: what both networks see."""
 
-    encoding: str = choice("edges", *ENCODINGS)
+    mode: str = choice("edges", *ENCODINGS)
     edge_sigma: float = number(1.0, **NON_NEGATIVE)
 
 
@@ -500,7 +500,7 @@ class Settings(Node):
 
     seed: int = integer(0, ge=0, lt=2**32)
     data: DataSettings = node(DataSettings)
-    input: InputSettings = node(InputSettings)  # before the networks: cam_net.input / segmenter.input follow it
+    input_encoding: InputEncodingSettings = node(InputEncodingSettings)  # before the networks: they follow it
     cam_net: CAMNetSettings = node(CAMNetSettings)
     segmenter: SegmenterSettings = node(SegmenterSettings)
     cam: CAMSettings = node(CAMSettings)
