@@ -1,7 +1,7 @@
 """PPMG images/s per dense-CRF backend against the reference loop, with agreement and mIoU.
 
 Data: the 14 real photos of ``shared/data/voc_samples`` with CAMs made from their ground truth
-(blurred distance maps of random sharpness, as ``tests/test_pseudo_math.py`` makes them); alpha is
+(blurred distance maps of random sharpness, as ``tests/test_pseudo.py`` makes them); alpha is
 calibrated from the CAMs' best background threshold (docs/method.md). Every backend runs PPMG on the same
 inputs in this one process; times are process CPU seconds (all threads counted: "per core") and
 wall seconds. Torch and OpenCV are held to one thread unless ``--threads`` says otherwise.
@@ -34,7 +34,7 @@ NUM_CLASSES = 21
 
 
 def gt_cams(mask: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stride-16-like CAMs from a ground-truth mask (the recipe of tests/test_pseudo_math.py)."""
+    """Stride-16-like CAMs from a ground-truth mask (the recipe of tests/test_pseudo.py)."""
     import cv2
 
     rng = np.random.default_rng(seed)
