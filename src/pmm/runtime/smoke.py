@@ -49,7 +49,7 @@ def apply_smoke(cfg: DictConfig) -> None:
             _set(node, "weights", None)
         # A 100-layer backbone takes minutes a step on a loaded laptop CPU: the smoke trains a small
         # one of the same kind (a timm ResNet through the same timm / SMP "tu-" code path); the
-        # presets' own backbones are built in tests/test_presets.py.
+        # presets' own backbones are built in tests/test_conf_presets.py.
         if smoke.get("backbone"):
             _set(cfg.cam_net, "backbone", str(smoke.backbone))
             if str(cfg.segmenter.get("encoder", "")).startswith("tu-"):
