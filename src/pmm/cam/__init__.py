@@ -1,1 +1,1 @@
-"""The CAM stage: classifier network, Lightning module, multi-scale inference and evaluation."""
+"""CAM networks (the plain head, SEAM), their LightningModule, and the multi-crop round's crops and data."""

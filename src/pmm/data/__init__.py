@@ -1,1 +1,1 @@
-"""Datasets: the VOC-layout reader, the embedded synthetic dataset, transforms and datamodules."""
+"""Datasets: dataset objects, the VOC-layout reader, the embedded synthetic dataset, torch datasets, transforms."""

@@ -1,4 +1,4 @@
-"""Training losses."""
+"""Training losses: PUF (Pretended Under-Fitting)."""
 
 from pmm.losses.puf import PUF_MODES, PUFLoss, bound_losses, masked_mean, puf_loss
 

@@ -1,4 +1,5 @@
-"""What every pmm network shares: built from a Hydra spec, input normalised from the backbone's data config."""
+"""Network plumbing every pmm network shares: built from a Hydra spec, timm backbones, input encoding and
+normalisation, the CAM-network base, test-time augmentation, the poly schedule."""
 
 from pmm.nets.build import build_from_spec, network_spec
 from pmm.nets.normalize import ImageNormalize, data_config_of

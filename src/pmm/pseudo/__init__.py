@@ -1,7 +1,6 @@
-"""Pseudo-mask maths of PMM: CoV smoothing, dense CRF, PPMG and its baselines (numpy in, numpy out)."""
+"""Pseudo-mask maths of PMM: CoV smoothing, PPMG and its baselines (numpy in, numpy out; the CRF is pmm.crf)."""
 
 from pmm.pseudo.cov import cov_smooth
-from pmm.crf import CRF_BACKENDS, dense_crf
 from pmm.pseudo.ppmg import (
     PSEUDO_METHODS,
     alpha_from_threshold,
@@ -13,13 +12,11 @@ from pmm.pseudo.ppmg import (
 )
 
 __all__ = [
-    "CRF_BACKENDS",
     "PSEUDO_METHODS",
     "alpha_from_threshold",
     "cam_argmax",
     "cov_smooth",
     "crf_baseline",
-    "dense_crf",
     "make_pseudo_mask",
     "ppmg",
     "proportional_labels",

@@ -1,1 +1,1 @@
-"""Segmentation networks."""
+"""The segmenter (SMP), its LightningModule and datamodule, inference, and the cyclic pseudo-mask callback."""
