@@ -9,21 +9,18 @@ import cv2
 import numpy as np
 import pytest
 
-from pmm.crf import CRFParams
+from pmm.crf import CRF_BACKENDS, CRFParams, dense_crf
 from pmm.io import load_image, load_mask
 from pmm.scoring.metrics import confusion_matrix, mean_iou
 from pmm.pseudo import (
-    CRF_BACKENDS,
     alpha_from_threshold,
     cam_argmax,
     cov_smooth,
     crf_baseline,
-    dense_crf,
     make_pseudo_mask,
     ppmg,
     proportional_labels,
 )
-
 
 
 # --------------------------------------------------------------------------- cov_smooth
