@@ -450,11 +450,6 @@ class TrainerSettings(Node):
     gradient_clip_val: float | None = number(None, ge=0, nullable=True)
 
 
-# The range checks of the crf.* settings, in this module's wording (CRFParams then checks the rest).
-CRF_CHECKS = {"iterations": Check(kind="integer", ge=1), "gauss_sxy": Check(gt=0), "gauss_compat": Check(ge=0),
-              "bilateral_sxy": Check(gt=0), "bilateral_srgb": Check(gt=0), "bilateral_compat": Check(ge=0)}
-
-
 def crf_settings(config: Any, key: str = "crf") -> dict[str, CRFParams]:
     """The ``crf`` node: name -> :class:`CRFParams` (``crf.pseudo``, ``crf.seg``), each checked."""
     result = {}
@@ -463,10 +458,7 @@ def crf_settings(config: Any, key: str = "crf") -> dict[str, CRFParams]:
         if not isinstance(params, dict):
             continue
         where = f"{key}.{name}"
-        for setting, check in CRF_CHECKS.items():
-            if setting in params and not check.ok(params[setting]):
-                raise _fail(f"{where}.{setting}", params[setting], check.expected())
-        result[name] = CRFParams.from_config(params, key=where)  # unknown settings: one line naming the key
+        result[name] = CRFParams.from_config(params, key=where)  # its range checks and unknown keys, one line each
         _check_backend(f"{where}.backend", params.get("backend"))
     return result
 

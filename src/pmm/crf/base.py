@@ -6,6 +6,7 @@ package's entry point :mod:`pmm.crf` registers them and runs every CRF call.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
@@ -52,15 +53,21 @@ class CRFParams:
         unknown = sorted(set(values) - known)
         if unknown:
             raise PmmError(f"{key}.{unknown[0]}: unknown CRF setting; the settings are {', '.join(sorted(known))}")
+        # The one place the CRF settings are range-checked (pmm.settings builds the crf node through here).
+        for name, value in values.items():
+            if name == "backend":
+                continue
+            number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if name == "iterations":
+                good, expected = number and isinstance(value, int) and value >= 1, "an integer >= 1"
+            elif name.endswith("_compat"):
+                good, expected = number and value >= 0, "a number >= 0"
+            else:  # kernel widths
+                good, expected = number and value > 0, "a number > 0"
+            if not good:
+                shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else value
+                raise PmmError(f"{key}.{name}={shown}: expected {expected}")
         params = cls(**values)
-        if int(params.iterations) < 1:
-            raise PmmError(f"{key}.iterations={params.iterations}: expected at least 1 mean-field iteration")
-        for name in ("gauss_sxy", "bilateral_sxy", "bilateral_srgb"):
-            if not float(getattr(params, name)) > 0:
-                raise PmmError(f"{key}.{name}={getattr(params, name)}: expected a kernel width > 0")
-        for name in ("gauss_compat", "bilateral_compat"):
-            if not float(getattr(params, name)) >= 0:
-                raise PmmError(f"{key}.{name}={getattr(params, name)}: expected a Potts weight >= 0")
         return params
 
     def with_backend(self, backend: str) -> "CRFParams":
