@@ -16,25 +16,9 @@ from pmm.io import load_image, load_mask
 from pmm.scoring.metrics import confusion_matrix, mean_iou
 from pmm.pseudo.cov import cov_smooth
 from pmm.pseudo.ppmg import alpha_from_threshold, ppmg
+from test_pseudo import gt_cams  # CAMs made from the ground truth (also benchmarks/bench_crf.py's)
 
 ALPHA = alpha_from_threshold(0.14)  # these CAMs' best arg-max threshold (benchmarks/bench_crf.py)
-
-
-def _gt_cams(mask: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stride-16-like CAMs from the ground truth, random sharpness (tests/test_pseudo.py's recipe)."""
-    rng = np.random.default_rng(seed)
-    height, width = mask.shape
-    small_size = ((width + 15) // 16, (height + 15) // 16)
-    labels = np.array([c for c in np.unique(mask) if c not in (0, 255)], dtype=np.int64)
-    cams = []
-    for c in labels:
-        dist = cv2.distanceTransform((mask == c).astype(np.uint8), cv2.DIST_L2, 5)
-        soft = (dist / max(float(dist.max()), 1e-8)) ** float(np.exp(rng.uniform(np.log(0.3), np.log(1.5))))
-        small = cv2.GaussianBlur(cv2.resize(soft, small_size, interpolation=cv2.INTER_AREA), (0, 0), 1.0)
-        noise = cv2.GaussianBlur(rng.standard_normal(small.shape).astype(np.float32), (0, 0), 1.0)
-        cam = np.clip(cv2.resize(small + 0.15 * noise, (width, height), interpolation=cv2.INTER_LINEAR), 0, None)
-        cams.append((cam - cam.min()) / max(float(cam.max() - cam.min()), 1e-8))
-    return np.stack(cams).astype(np.float32), labels
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +26,7 @@ def photos(voc_samples):
     out = []
     for index, path in enumerate(sorted((voc_samples / "JPEGImages").glob("*.jpg"))):
         mask = load_mask(voc_samples / "SegmentationClass" / f"{path.stem}.png")
-        cams, labels = _gt_cams(mask, seed=index)
+        cams, labels = gt_cams(mask, seed=index)
         out.append((load_image(path), mask, cams, labels))
     assert len(out) == 14
     return out

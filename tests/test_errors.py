@@ -1,4 +1,4 @@
-"""Issue 15 reliability: broken data files, bad split lists, bad checkpoints, disk full, bad settings.
+"""Bad input ends in one line: broken data files, bad split lists, bad checkpoints, disk full, bad settings.
 
 Every bad input must end in one PmmError line naming the file or key, what was expected and the fix.
 """

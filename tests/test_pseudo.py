@@ -217,7 +217,7 @@ def test_pipelines_on_small_synthetic_image():
 # --------------------------------------------------------------------------- real VOC photographs
 
 
-def _gt_cams(mask: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def gt_cams(mask: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Stride-16-like CAMs derived from ground truth, with per-class sharpness varying as real CAMs do.
 
     Per present class: the distance-to-boundary map raised to a random power (peaky, centre-heavy
@@ -248,7 +248,7 @@ def voc_split(voc_samples: Path):
     split = []
     for index, path in enumerate(images):
         mask = load_mask(voc_samples / "SegmentationClass" / f"{path.stem}.png")
-        cams, labels = _gt_cams(mask, seed=index)
+        cams, labels = gt_cams(mask, seed=index)
         split.append((load_image(path), mask, cams, labels))
     return split
 
