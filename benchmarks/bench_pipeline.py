@@ -61,7 +61,7 @@ def section(overrides: list[str] | None = None) -> str:
         return (marks[b] - marks[a]).total_seconds() if a in marks and b in marks else None
 
     rows = [
-        ("CAM stage (train + 4-scale flip inference + scoring)", span("cam_start", "cam_scored"), None),
+        ("CAM stage (train + multi-scale flip inference + scoring)", span("cam_start", "cam_scored"), None),
         ("pseudo-mask stage (CoV + PPMG, crf.pseudo)", span("pseudo_start", "pseudo_done"), train),
         ("segmentation stage (training, cyclic relabelling, eval)", span("seg_start", "val_done"), None),
     ]
