@@ -20,6 +20,7 @@ import pmm
 import pmm.checkpoints as ckpt_io
 import pmm.data.voc as voc
 from pmm.checkpoints import AtomicCheckpointIO, read_pmm_checkpoint
+from pmm.io import check_writable
 from pmm.data.voc import VOC_CLASS_NAMES, load_voc_split
 from pmm.errors import PmmError
 from pmm.io import load_image, load_mask, mask_decodes
@@ -335,7 +336,7 @@ def test_read_only_folder_is_one_line(tmp_path, monkeypatch):
         "set hydra.run.dir to a writable folder"
     )
     with pytest.raises(PmmError, match=r"^hydra.run.dir=.*: read-only file system while writing a probe file"):
-        ckpt_io.check_writable(tmp_path / "out")
+        check_writable(tmp_path / "out")
 
 
 def test_lightning_trainer_saves_through_the_atomic_io(tmp_path):

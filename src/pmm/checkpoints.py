@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import re
@@ -29,7 +28,7 @@ import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from pmm.errors import PmmError
-from pmm.io import FILE_MODE
+from pmm.io import FILE_MODE, os_error_line
 
 STAGES = ("cam", "seg")
 ANY_STAGE = "any"  # read_pmm_checkpoint(..., stage="any"): a pmm checkpoint of either stage (stage=all resume)
@@ -44,37 +43,6 @@ HOW_TO_GET = {
 
 
 # ------------------------------------------------------------------------------------------- writing
-
-def os_error_line(path: str | os.PathLike, error: OSError, writing: str = "a checkpoint",
-                  key: str = "hydra.run.dir") -> str:
-    """One line for an OSError met while writing ``path``: the cause in words and the fix.
-
-    ``key`` is the setting that chose the folder (``hydra.run.dir`` for a run, ``output`` for pmm.predict).
-    """
-    code = error.errno
-    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
-        what = "no space left on device" if code == errno.ENOSPC else "disk quota exceeded"
-        return f"{path}: {what} while writing {writing}; free space or set {key} to a folder on a disk with room"
-    if code == errno.EROFS:
-        return f"{path}: read-only file system while writing {writing}; set {key} to a writable folder"
-    if code in (errno.EACCES, errno.EPERM):
-        return f"{path}: permission denied while writing {writing}; set {key} to a folder you can write to"
-    reason = error.strerror or str(error) or type(error).__name__
-    name = errno.errorcode.get(code, "") if code is not None else ""
-    return f"{path}: {reason}{f' ({name})' if name else ''} while writing {writing}; check the folder {key} names"
-
-
-def check_writable(folder: str | os.PathLike, key: str = "hydra.run.dir") -> None:
-    """Create ``folder`` if needed and write/delete a probe file in it; a one-line PmmError otherwise."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(dir=folder, prefix=".pmm-write-probe.")
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as error:
-        raise PmmError(f"{key}={folder}: " + os_error_line(folder, error, "a probe file", key).split(": ", 1)[1]) from None
-
 
 def _write_all(stream, data: bytes) -> None:
     """Write ``data`` to ``stream`` and push it to the disk (a seam for the disk-full tests)."""

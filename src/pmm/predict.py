@@ -221,7 +221,7 @@ def predict(cfg: DictConfig) -> dict:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from pmm.checkpoints import check_writable
+    from pmm.io import check_writable
     from pmm.data.datasets import list_collate
     from pmm.crf import CRFParams
     from pmm.io import save_image, save_mask, write_json

@@ -89,7 +89,7 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
     """Run the stages ``cfg.stage`` names into ``run_dir``; return the run's metrics."""
     if cfg.stage not in PIPELINES:
         raise PmmError(f"stage={cfg.stage}: unknown stage; choose one of {', '.join(PIPELINES)}")
-    from pmm.checkpoints import check_writable
+    from pmm.io import check_writable
     from pmm.runtime.smoke import apply_smoke
     from pmm.settings import Settings
 

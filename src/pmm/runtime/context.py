@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pmm.runtime.distributed import is_main
-from pmm.errors import PmmError
 from pmm.io import update_json
+from pmm.runtime.distributed import is_main
 
-if TYPE_CHECKING:  # a type only: the data layer sits above this one
+if TYPE_CHECKING:  # used in annotations only
     from pmm.data.voc import VOCSplit
 
 log = logging.getLogger("pmm")
@@ -88,10 +85,6 @@ class RunContext:
         return path
 
     @property
-    def is_main_process(self) -> bool:
-        return is_main()
-
-    @property
     def data_root(self) -> Path:
         return self.dataset.root
 
@@ -146,16 +139,10 @@ class RunContext:
 
     def record(self, **metrics) -> None:
         """Merge figures into this run's metrics.json (main process only)."""
-        if self.is_main_process:
+        if is_main():
             update_json(self.metrics_path, metrics)
 
     def read_metrics(self) -> dict:
         import json
 
         return json.loads(self.metrics_path.read_text()) if self.metrics_path.is_file() else {}
-
-    def require_file(self, path: str | os.PathLike, key: str, hint: str) -> Path:
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise PmmError(f"{key}={path}: file not found; {hint}")
-        return path.resolve()

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from pmm.errors import PmmError
-from pmm.io import VOC_PALETTE, atomic_path, load_mask
+from pmm.io import VOC_PALETTE, atomic_path, load_mask, os_error_line
 
 log = logging.getLogger("pmm")
 
@@ -112,8 +112,6 @@ def export_voc_test(prediction_dir: str | os.PathLike, ids: Sequence[str], run_d
         _swap_folder(staging, target)
         staging = None
     except OSError as error:
-        from pmm.checkpoints import os_error_line
-
         raise PmmError(os_error_line(archive, error, "the VOC test-server export")) from None
     finally:
         if staging is not None:

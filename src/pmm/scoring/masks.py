@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -13,7 +12,7 @@ from pmm.errors import PmmError
 from pmm.io import load_mask
 from pmm.scoring.metrics import confusion_matrix, segmentation_report
 
-if TYPE_CHECKING:  # a type only: the data layer sits above this one
+if TYPE_CHECKING:  # used in annotations only
     from pmm.data.voc import VOCSplit
 
 
