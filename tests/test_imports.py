@@ -109,3 +109,13 @@ def test_every_module_imports_in_a_fresh_interpreter_lowest_layer_last():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"imported {len(names)}" in done.stdout
+
+
+def test_no_stage_imports_another_stage():
+    # The shared stage modules are the exception; the multi-crop round is part of stage=cam.
+    shared = {"pmm.stages.cam_inference", "pmm.stages.evaluation"}
+    allowed = {("pmm.stages.cam", "pmm.stages.cam_multicrop")}
+    crossing = [f"{name} -> {target}" for name, targets in graph().items() if name.startswith("pmm.stages.")
+                for target in targets if target.startswith("pmm.stages.") and target not in shared
+                and (name, target) not in allowed and target != "pmm.stages"]
+    assert not crossing, "stage files importing other stage files:\n" + "\n".join(crossing)

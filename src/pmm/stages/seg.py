@@ -20,6 +20,7 @@ from pmm.seg.datamodule import PseudoMaskDataModule
 from pmm.seg.model import Segmenter, encoder_weights_from_cam
 from pmm.seg.module import SegModule
 from pmm.runtime.tracking import log_mask_panel
+from pmm.stages.evaluation import evaluate_module
 from pmm.runtime.trainer import build_callbacks, build_trainer, epochs_for_min_steps, planned_world_size
 from pmm.nets.tta import TTAConfig
 
@@ -186,6 +187,4 @@ def run(ctx: RunContext) -> dict:
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, "seg"))
     ctx.record(seg_source=str(mask_dir) if mask_dir else "ground_truth", seg_loss=cfg.seg.loss.mode)
 
-    from pmm.stages import eval as evaluate
-
-    return evaluate.evaluate_module(ctx, module)
+    return evaluate_module(ctx, module)
