@@ -3,6 +3,7 @@
     python benchmarks/run_all.py                  # every section -> benchmarks/RESULTS.md
     python benchmarks/run_all.py --only crf       # some sections
     python benchmarks/run_all.py --out /tmp/r.md  # elsewhere
+    python benchmarks/run_all.py --only quality --update   # replace that section in RESULTS.md, keep the others
 
 Adding a section: write a function returning a markdown string (it should say what it measured and
 on what data) and add it to :data:`SECTIONS`; it runs in this process, after the earlier sections.
@@ -39,10 +40,17 @@ def pipeline_section() -> str:
     return bench_pipeline.section()
 
 
+def quality_section() -> str:
+    import bench_quality
+
+    return bench_quality.section()
+
+
 # name -> callable returning a markdown section; run in this order.
 SECTIONS: dict[str, Callable[[], str]] = {
     "crf": crf_section,
     "pipeline": pipeline_section,
+    "quality": quality_section,
 }
 
 
@@ -86,10 +94,39 @@ def commit() -> str:
         return "unknown"
 
 
+def _split_sections(text: str) -> tuple[str, list[str]]:
+    """The preamble before the first ``## `` heading, and each ``## `` section (heading included)."""
+    parts = text.split("\n## ")
+    return parts[0], ["## " + part for part in parts[1:]]
+
+
+def _with_stamp(section: str, stamp: str) -> str:
+    heading, _, rest = section.partition("\n")
+    return f"{heading}\n\n{stamp}\n{rest}"
+
+
+def merge_sections(old: str, new_sections: list[str]) -> str:
+    """``old`` with each section of ``new_sections`` replacing the one with the same heading (or appended)."""
+    preamble, sections = _split_sections(old.rstrip("\n") + "\n")
+    headings = [section.split("\n", 1)[0] for section in sections]
+    for new in new_sections:
+        new = new.rstrip("\n") + "\n"
+        heading = new.split("\n", 1)[0]
+        if heading in headings:
+            sections[headings.index(heading)] = new
+        else:
+            sections.append(new)
+            headings.append(heading)
+    return preamble.rstrip("\n") + "\n\n" + "\n".join(section.rstrip("\n") + "\n" for section in sections)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", choices=sorted(SECTIONS), help="sections to run (default: all)")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--update", action="store_true",
+                        help="replace only the sections run in --out (each stamped with its own command, date and "
+                             "commit) and keep the others as they were measured")
     args = parser.parse_args(argv)
     names = args.only or list(SECTIONS)
     started = time.perf_counter()
@@ -110,7 +147,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[run_all] {name} ...", file=sys.stderr, flush=True)
         body.append(SECTIONS[name]())
     footer = ["", f"_{len(names)} section(s) in {time.perf_counter() - started:.0f} s wall._", ""]
-    args.out.write_text("\n".join(header + body + footer))
+    if args.update and args.out.is_file():
+        stamp = (f"_Updated alone: {header[2][2:]}; {header[3][2:]}; {header[4][2:]}; {header[5][2:]}._")
+        text = merge_sections(args.out.read_text(), [_with_stamp(section, stamp) for section in body])
+    else:
+        text = "\n".join(header + body + footer)
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(args.out)
     print(f"[run_all] wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -371,7 +371,7 @@ class PseudoSettings(Node):
     cov_scale: float = number(0.3, **NON_NEGATIVE)
     cov_threshold: float = number(0.05, **MOMENTUM)
     alpha: float | str = number("auto", gt=0, words=("auto",))
-    alpha_range: tuple[float, float] = numbers((1.0, 24.0), length=2, gt=0)
+    alpha_range: tuple[float, float] = numbers((0.5, 24.0), length=2, gt=0)
     bg_threshold: float | str = number("auto", words=("auto",), **FRACTION)
     workers: int = integer(2, ge=0)
     resume: bool = flag(False)
