@@ -103,15 +103,20 @@ def test_smoke_runs_every_stage_of_the_preset(preset, voc_aug_tree, tmp_path):
 
 
 @pytest.mark.parametrize(("overrides", "t_star", "expected"), [
-    ([], 0.65, 0.5),                     # from scratch: the formula's 0.41 is below the floor
-    ([], 0.30, math.log(0.30) / math.log(0.70)),  # inside the range: the formula itself
-    ([], 0.16, math.log(0.16) / math.log(0.84)),  # VOC-like CAMs: about 10.5, the paper's 11
-    (["experiment=voc_paper"], 0.65, 11.0),       # the paper presets fix alpha; the floor does not apply
+    (["pseudo.alpha=auto"], 0.65, 1.0),                             # the formula's 0.41, clipped to the floor
+    (["pseudo.alpha=auto"], 0.30, math.log(0.30) / math.log(0.70)),  # inside the range: the formula itself
+    (["pseudo.alpha=auto"], 0.16, math.log(0.16) / math.log(0.84)),  # VOC-like CAMs: about 10.5, the paper's 11
+    (["experiment=voc_paper"], 0.65, 11.0),                          # the paper presets fix alpha
 ])
-def test_alpha_auto_follows_the_cams_down_to_the_default_floor(overrides, t_star, expected):
+def test_alpha_auto_and_fixed(overrides, t_star, expected):
     from types import SimpleNamespace
 
     from pmm.stages.pseudo import resolve_alpha
 
     cfg = compose_config(overrides)
     assert resolve_alpha(SimpleNamespace(cfg=cfg), t_star) == pytest.approx(expected)
+
+
+def test_the_default_searches_alpha_and_the_presets_do_not():
+    assert compose_config([]).pseudo.alpha == "search"
+    assert compose_config(["experiment=voc_paper"]).pseudo.alpha == 11

@@ -141,8 +141,7 @@ def test_alpha_from_threshold():
     for t in (0.1, 0.16, 0.3):  # the defining property: (1 - t) ** alpha == t
         assert (1 - t) ** alpha_from_threshold(t) == pytest.approx(t)
     assert alpha_from_threshold(0.01) == 24.0  # 458 clipped to high
-    assert alpha_from_threshold(0.9) == 0.5  # 0.05 clipped to low
-    assert alpha_from_threshold(0.65, low=0.1) == pytest.approx(math.log(0.65) / math.log(0.35))  # 0.41
+    assert alpha_from_threshold(0.9) == 1.0  # 0.05 clipped to low
     assert alpha_from_threshold(0.01, high=math.inf) == pytest.approx(math.log(0.01) / math.log(0.99))
     for bad in (0.0, 1.0, -0.2, 1.5):
         with pytest.raises(ValueError, match=r"\(0, 1\)"):

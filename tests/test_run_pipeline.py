@@ -94,6 +94,30 @@ def test_cam_stage_end_to_end(cam_run, data_dir):
 
 
 @pytest.mark.slow
+def test_alpha_search_picks_the_candidate_that_scores_best(cam_run, data_dir, tmp_path):
+    """pseudo.alpha=search: scores each candidate on a sample; the masks are written with the best one."""
+    cam_dir, _ = cam_run
+    overrides = ["stage=pseudo", f"cam_ckpt={cam_dir / 'checkpoints/cam/last.ckpt'}", "pseudo.alpha=search",
+                 "pseudo.alpha_candidates=[0.5,2.0,24.0]", "pseudo.alpha_search_images=20"]
+    metrics = run_stage(tmp_path / "search", data_dir, overrides)
+    scores = metrics["pseudo_alpha_search"]
+    assert set(scores) == {"0.5", "2", "24"}
+    # the best score, ties to the smaller alpha
+    assert metrics["pseudo_alpha"] == max((float(a) for a in scores), key=lambda a: (scores[f"{a:g}"], -a))
+    # The sample is the whole 20-image split here, so the chosen candidate's score is the recorded mIoU.
+    assert scores[f"{metrics['pseudo_alpha']:g}"] == pytest.approx(metrics["pseudo_miou"], abs=1e-6)
+
+
+def test_search_sample_spreads_over_the_split():
+    from pmm.stages.pseudo import search_sample
+
+    ids = [f"{i:03d}" for i in range(100)]
+    sample = search_sample(ids, 4)
+    assert sample == ["000", "025", "050", "075"]
+    assert search_sample(ids[:3], 48) == ids[:3]
+
+
+@pytest.mark.slow
 def test_pseudo_stage_from_a_checkpoint_and_resume(cam_run, data_dir, tmp_path):
     cam_dir, cam_metrics = cam_run
     overrides = ["stage=pseudo", f"cam_ckpt={cam_dir / 'checkpoints/cam/last.ckpt'}", "pseudo.alpha=3"]

@@ -44,15 +44,15 @@ def _check_inputs(cams: np.ndarray, labels: Sequence[int], image: np.ndarray | N
     return cams.astype(np.float64, copy=False), labels
 
 
-def alpha_from_threshold(t: float, low: float = 0.5, high: float = 24.0) -> float:
+def alpha_from_threshold(t: float, low: float = 1.0, high: float = 24.0) -> float:
     """The background exponent that makes ``(1 - S) ** alpha`` tie with ``S`` at ``S = t``.
 
     ``alpha = ln(t) / ln(1 - t)``, clipped to ``[low, high]``: t = 0.16 (VOC CAMs) gives about 10.5,
-    the paper's 11; t = 0.5 gives 1; t = 0.65 gives 0.41, clipped to 0.5.
+    the paper's 11; t = 0.5 gives 1.
 
     Args:
         t: the best background threshold of the CAMs, in (0, 1).
-        low: smallest alpha returned (0.5: the from-scratch default's floor, docs/configuration.md).
+        low: smallest alpha returned.
         high: largest alpha returned (24 is the paper's CRF-only setting).
 
     Returns:

@@ -22,6 +22,7 @@ from pmm.runtime.pool import run_pool
 from pmm.runtime.tracking import log_mask_panel
 from pmm.errors import PmmError
 from pmm.scoring.masks import score_mask_folder
+from pmm.scoring.metrics import confusion_matrix, mean_iou
 from pmm.io import load_cams, load_image, save_mask, write_json
 from pmm.pseudo import alpha_from_threshold, cov_smooth, make_pseudo_mask
 from pmm.stages.cam_inference import infer_cams, load_cam_module, score_cams
@@ -37,8 +38,45 @@ def _make_one(image_id: str, image_path: str, cams_path: str, output_path: str, 
     return image_id
 
 
+def search_sample(ids: list[str], count: int) -> list[str]:
+    """``count`` ids spread evenly over the split (all of them when it is smaller): the same on every run."""
+    if len(ids) <= count:
+        return list(ids)
+    return [ids[int(i * len(ids) / count)] for i in range(count)]
+
+
+def search_alpha(ctx: RunContext, split_name: str, options: dict) -> tuple[float, dict[str, float]]:
+    """``pseudo.alpha=search``: the candidate whose pseudo-masks score best on a sample of the split.
+
+    The sample is scored against its ground truth, as the CAM stage's t* is: alpha is a calibration
+    of the CAMs to the images (textured objects need a stronger background than solid ones), which
+    t* alone does not capture. Ties go to the smaller alpha. Returns the alpha and each candidate's mIoU.
+    """
+    cfg = ctx.cfg.pseudo
+    split = ctx.split(split_name)
+    candidates = sorted({float(a) for a in cfg.alpha_candidates})
+    sample = search_sample(list(split.ids), int(cfg.alpha_search_images))
+    num_classes = len(ctx.class_names)
+    matrices = {a: np.zeros((num_classes, num_classes), np.int64) for a in candidates}
+    from tqdm.auto import tqdm
+
+    for image_id in tqdm(sample, desc="alpha search", leave=False, disable=not is_main()):
+        image = split.load_image(image_id)
+        target = split.load_mask(image_id)
+        cams, labels = load_cams(ctx.cams_dir(split_name) / f"{image_id}.npz")
+        for alpha in candidates:
+            mask = make_pseudo_mask(cfg.method, image, cams, labels, **dict(options, alpha=alpha))
+            matrices[alpha] += confusion_matrix(mask, target, num_classes)
+    scores = {a: mean_iou(m) for a, m in matrices.items()}
+    best = max(candidates, key=lambda a: (scores[a], -a))
+    log.info("alpha search on %d '%s' images: %s -> alpha %.2f", len(sample), split_name,
+             ", ".join(f"{a:g}: {scores[a]:.3f}" for a in candidates), best)
+    return best, {f"{a:g}": round(scores[a], 6) for a in candidates}
+
+
 def resolve_alpha(ctx: RunContext, threshold: float) -> float:
-    """``pseudo.alpha``: a number, or ``auto`` = ln(t*)/ln(1-t*) of the CAM stage's best threshold."""
+    """``pseudo.alpha``: a number, or ``auto`` = ln(t*)/ln(1-t*) of the CAM stage's best threshold
+    (``search`` is resolved by :func:`search_alpha`, which needs the CAMs and masks)."""
     alpha = ctx.cfg.pseudo.alpha
     if alpha == "auto":
         low, high = ctx.cfg.pseudo.alpha_range
@@ -46,7 +84,7 @@ def resolve_alpha(ctx: RunContext, threshold: float) -> float:
     try:
         return float(alpha)
     except (TypeError, ValueError):
-        raise PmmError(f"pseudo.alpha={alpha}: expected a number or 'auto'") from None
+        raise PmmError(f"pseudo.alpha={alpha}: expected a number, 'auto' or 'search'") from None
 
 
 def reuse_cams(ctx: RunContext, split_name: str) -> None:
@@ -155,14 +193,17 @@ def run(ctx: RunContext) -> dict:
         ctx.record(**{k: v for k, v in scores.items() if k != "cam_per_class_iou"})
         metrics.update(scores)
     threshold = float(metrics["cam_bg_threshold"])
-    alpha = resolve_alpha(ctx, threshold)
     bg_threshold = threshold if cfg.bg_threshold == "auto" else float(cfg.bg_threshold)
     crf = CRFParams.from_config(ctx.cfg.crf.pseudo, "crf.pseudo")
-    settings = {
-        "method": cfg.method,
-        "options": dict(alpha=alpha, cov=bool(cfg.cov), cov_scale=float(cfg.cov_scale), threshold=float(cfg.cov_threshold),
-                        bg_threshold=bg_threshold, crf=crf),
-    }
+    options = dict(cov=bool(cfg.cov), cov_scale=float(cfg.cov_scale), threshold=float(cfg.cov_threshold),
+                   bg_threshold=bg_threshold, crf=crf)
+    alpha_scores = None
+    if cfg.alpha == "search" and cfg.method != "argmax":
+        # Every rank searches the same sample (deterministic), so no broadcast is needed.
+        alpha, alpha_scores = search_alpha(ctx, split_name, options)
+    else:
+        alpha = resolve_alpha(ctx, threshold) if cfg.alpha != "search" else 1.0  # argmax ignores alpha
+    settings = {"method": cfg.method, "options": dict(options, alpha=alpha)}
     log.info("pseudo-masks: method=%s cov=%s alpha=%.2f (CAM threshold t*=%.2f) on split(s) %s, CRF backend %s",
              cfg.method, cfg.cov, alpha, threshold, ", ".join(split_names), crf.backend)
     folder = ctx.round_dir(0)
@@ -192,6 +233,8 @@ def run(ctx: RunContext) -> dict:
             "pseudo_cov": bool(cfg.cov),
             "pseudo_alpha": alpha,
         }
+        if alpha_scores is not None:
+            result["pseudo_alpha_search"] = alpha_scores
         ctx.record(**result)
         log.info("pseudo-mask mIoU on '%s' (round 0): %.4f  [CAM argmax: %.4f]", split_name, report["miou"],
                  metrics.get("cam_miou", math.nan))
