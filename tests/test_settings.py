@@ -150,7 +150,7 @@ def test_predict_config_builds(compose_cfg):
         ("cam.multi_crop.aspect=[0,1]", "cam.multi_crop.aspect=[0, 1]: expected 0 < low <= high"),
         ("+cam.multi_crop.size=3", "cam.multi_crop.size: unknown key; known: epochs, lr, area, aspect, min_share, "
                                    "min_object_share, rough_alpha, heat, jitter"),
-        ("pseudo.alpha=-5", "pseudo.alpha=-5: expected a number > 0 or auto"),
+        ("pseudo.alpha=-5", "pseudo.alpha=-5: expected a number > 0 or auto or search"),
         ("pseudo.cov=yes", "pseudo.cov=yes: expected true or false"),
         ("pseudo.cov_threshold=1", "pseudo.cov_threshold=1: expected a number >= 0 and < 1"),
         ("seg.min_lr=0.01", "seg.min_lr=0.01, seg.lr=0.002: expected min_lr <= lr (the poly schedule decays from lr to min_lr)"),
