@@ -68,3 +68,15 @@ def make_voc_aug_tree(voc_samples: Path, root: Path) -> Path:
 @pytest.fixture(scope="session")
 def voc_aug_tree(tmp_path_factory, voc_samples: Path) -> Path:
     return make_voc_aug_tree(voc_samples, tmp_path_factory.mktemp("voc_aug") / "VOC2012")
+
+
+def load_script(relative: str, name: str):
+    """Import a repository script (benchmarks/*.py) as a module, registered so its dataclasses resolve."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / relative)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

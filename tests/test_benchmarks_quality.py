@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def quality():
-    spec = importlib.util.spec_from_file_location("pmm_bench_quality", ROOT / "benchmarks" / "bench_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module     # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/bench_quality.py", "pmm_bench_quality")
 
 
 def test_verdicts_name_the_trees_that_miss_a_target(quality):
@@ -60,9 +55,7 @@ def test_run_tree_reads_metrics_json(quality, tmp_path, monkeypatch):
 
 
 def test_run_all_update_replaces_one_section_and_keeps_the_others():
-    spec = importlib.util.spec_from_file_location("pmm_bench_run_all", ROOT / "benchmarks" / "run_all.py")
-    run_all = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_all)
+    run_all = load_script("benchmarks/run_all.py", "pmm_bench_run_all")
     old = "# pmm benchmarks\n\n- commit: abc\n\n## Dense CRF\n\ncrf table\n\n## Default pipeline\n\nold pipeline\n"
     merged = run_all.merge_sections(old, ["## Default pipeline\n\nnew pipeline\n", "## Quality\n\nq table\n"])
     assert "crf table" in merged and "new pipeline" in merged and "old pipeline" not in merged
