@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pmm.nets.tta import TTAConfig, group_by_size, rescaled_size, sliding_windows, tta_maps, tta_over_images
+from pmm.nets.tta import TTAConfig, group_by_size, rescaled_size, sliding_windows, tile_grid, tta_maps, tta_over_images
 
 
 def identity_maps(x: torch.Tensor) -> torch.Tensor:
@@ -34,7 +34,7 @@ def test_sliding_windows_cover_the_image_and_end_flush():
     assert sliding_windows(20, 30, 40, 30) == [(0, 0, 20, 30)]  # smaller than a window: one whole view
 
 
-@pytest.mark.parametrize("mode", ["whole", "slide", "multi_crop"])
+@pytest.mark.parametrize("mode", ["whole", "slide"])
 @pytest.mark.parametrize("flip", [False, True])
 def test_identity_network_gives_the_image_back(mode, flip):
     torch.manual_seed(0)
@@ -53,17 +53,55 @@ def test_sliding_window_averages_overlaps_by_hand():
     torch.testing.assert_close(out, expected)
 
 
-def test_multi_crop_pads_small_images_up_to_the_crop():
+def test_tile_grid_of_an_image_smaller_than_a_crop_is_the_whole_image():
+    assert tile_grid(300, 200, [1.0]) == [[(0, 0, 300, 200)]]
+    assert tile_grid(448, 448, [1.0]) == [[(0, 0, 448, 448)]]
+
+
+def test_tile_grid_inner_tiles_are_a_stride_wide_and_the_last_is_flush():
+    # 700 px: 1 + ceil(252 / 300) = 2 columns, [0, 300) and the last 448 flush with the edge.
+    assert tile_grid(700, 448, [1.0]) == [[(0, 0, 300, 448), (252, 0, 700, 448)]]
+
+
+def test_tile_grid_maps_scaled_tiles_back_columns_outer_rows_inner():
+    # Scale 2 of 350 x 250 is 700 x 500: columns [0, 300), [252, 700); rows [0, 300), [52, 500).
+    assert tile_grid(350, 250, [2.0]) == [[(0, 0, 150, 150), (0, 26, 150, 250), (126, 0, 350, 150), (126, 26, 350, 250)]]
+    # int(333 * 0.75) = 249 px, mapped back with truncation: 249 / 0.75 = 332.
+    assert tile_grid(333, 100, [0.75, 1.0]) == [[(0, 0, 332, 100)], [(0, 0, 333, 100)]]
+
+
+def test_multi_crop_stretches_every_tile_to_the_crop_without_padding():
     seen = []
 
     def record(x):
-        seen.append(tuple(x.shape[-2:]))
+        seen.append(tuple(x.shape))
         return x.clone()
 
-    images = torch.rand(1, 3, 20, 30)
-    out = tta_maps(record, images, TTAConfig(mode="multi_crop", window=32, stride=20), activation="none")
-    assert seen == [(32, 32)]
+    images = torch.full((1, 3, 20, 30), 0.25)
+    out = tta_maps(record, images, TTAConfig(mode="multi_crop", scales=(1.0,), window=32, stride=24), activation="none")
+    assert seen == [(1, 3, 32, 32)]  # stretched, not padded: a padded crop would hold zeros
     torch.testing.assert_close(out, images)
+
+
+def test_multi_crop_averages_over_every_covering_tile_and_flip():
+    # The network answers with the tile's own index (constant map): pixel values are the mean of
+    # the indices of the tiles that cover them (flip on: each tile twice).
+    calls = []
+
+    def index_maps(x):
+        maps = []
+        for _ in range(x.shape[0]):
+            maps.append(torch.full((1, 1, 8, 8), float(len(calls))))
+            calls.append(1)
+        return torch.cat(maps)
+
+    images = torch.zeros(1, 3, 10, 40)
+    cfg = TTAConfig(mode="multi_crop", scales=(1.0,), flip=True, window=24, stride=16)
+    out = tta_maps(index_maps, images, cfg, activation="none")
+    # Columns of 40 px: [0, 16) and the last [16, 40); tile 0 -> runs 0, 1; tile 1 -> runs 2, 3.
+    assert len(calls) == 4
+    torch.testing.assert_close(out[0, 0, :, :16], torch.full((10, 16), 0.5))
+    torch.testing.assert_close(out[0, 0, :, 16:], torch.full((10, 24), 2.5))
 
 
 def test_flip_of_a_mirrored_image_is_the_mirrored_map():

@@ -163,3 +163,81 @@ def test_multi_crop_round_end_to_end(tmp_path):
 
     net, spec, _ = load_network(run_dir / "checkpoints" / "cam" / "last.ckpt", "cam_ckpt", "cam")
     assert spec["_target_"].endswith("SEAMNet")
+
+
+# ----------------------------------------------------------------------- the authors' tile sampler
+
+def confident_rough_mask() -> np.ndarray:
+    """100 x 100: class 1 fills [0:50, 0:50] (2,500 px), class 2 a 10 x 10 square at 80..89,
+    the right half of the bottom rows unsure (255: no marginal above the confidence)."""
+    from pmm.cam.crops import UNSURE
+
+    mask = np.zeros((100, 100), np.uint8)
+    mask[:50, :50] = 1
+    mask[80:90, 80:90] = 2
+    mask[95:, 50:] = UNSURE
+    return mask
+
+
+def test_tile_labels_each_ratio_alone_labels_the_tile():
+    from pmm.cam.crops import tile_labels
+
+    mask = confident_rough_mask()
+    # x 0..10, y 0..20: all class 1, so 100 % of the tile but 200 / 2,500 = 8 % of the class.
+    assert tile_labels(mask, (0, 0, 10, 20), 3, 0.1).tolist() == [1.0, 0.0, 0.0]
+    assert tile_labels(mask, (0, 0, 10, 20), 3, threshold=float("inf"), object_threshold=0.1).tolist() == [0.0, 0.0, 0.0]
+    # x 60..100, y 60..100: class 2 is 100 / 1,600 = 6 % of the tile but all of the class.
+    assert tile_labels(mask, (60, 60, 100, 100), 3, 0.1).tolist() == [0.0, 1.0, 0.0]
+    assert tile_labels(mask, (60, 60, 100, 100), 3, threshold=0.1, object_threshold=float("inf")).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_tile_labels_are_strict_and_ignore_unsure_pixels():
+    from pmm.cam.crops import UNSURE, tile_labels
+
+    mask = confident_rough_mask()
+    # x 45..95, y 0..20 (1,000 px): class 1 holds exactly 100 px = 10 % of it and 4 % of the class: not > 0.1.
+    assert tile_labels(mask, (45, 0, 95, 20), 3, 0.1).tolist() == [0.0, 0.0, 0.0]
+    assert tile_labels(mask, (45, 0, 95, 20), 3, 0.099).tolist() == [1.0, 0.0, 0.0]
+    unsure = np.full((10, 10), UNSURE, np.uint8)
+    assert tile_labels(unsure, (0, 0, 10, 10), 3, 0.1).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_sample_labelled_tile_redraws_and_keeps_the_last_draw():
+    from pmm.cam.crops import sample_labelled_tile
+
+    mask = confident_rough_mask()
+    background_only = [(50, 0, 60, 10), (60, 0, 70, 10), (70, 0, 80, 10)]  # no class anywhere in them
+    corners, labels = sample_labelled_tile(mask, [background_only], 3, np.random.default_rng(4), 0.1)
+    assert not labels.any()
+    replay = np.random.default_rng(4)
+    replay.integers(1)  # the scale draw
+    draws = [int(replay.integers(3)) for _ in range(3)]  # as many draws as tiles, the last one kept
+    assert corners == background_only[draws[-1]]
+    mixed = [(50, 0, 60, 10)] * 20 + [(0, 0, 10, 20)]
+    corners, labels = sample_labelled_tile(mask, [[(50, 0, 60, 10)], mixed], 3, np.random.default_rng(0), 0.1)
+    if labels.any():
+        assert corners == (0, 0, 10, 20) and labels.tolist() == [1.0, 0.0, 0.0]
+    else:
+        assert corners == (50, 0, 60, 10)
+
+
+def test_tile_sampler_items_are_grid_tiles_with_their_labels(tmp_path):
+    from pmm.cam.crops import tile_grid, tile_labels
+
+    mask = confident_rough_mask()
+    save_mask(tmp_path / "a.png", mask)
+    image = np.random.default_rng(0).integers(0, 256, (100, 100, 3), dtype=np.uint8)
+    split = StubSplit({"a": image}, {"a": (1, 2)}, num_classes=4)
+    data = crop_dataset(split, tmp_path, crop=32, seed=1, jitter=None, sampler="tiles", tile_scales=(1.0, 2.0),
+                        tile_size=64, tile_stride=48)
+    grid = {box for scale in tile_grid(100, 100, (1.0, 2.0), 64, 48) for box in scale}
+    seen = set()
+    for epoch in range(12):
+        item = data[epoch * len(data)]
+        top, left, h, w = item["box"].tolist()
+        corners = (left, top, left + w, top + h)
+        assert corners in grid
+        assert item["label"].tolist() == tile_labels(mask, corners, 3, 0.1).tolist()
+        assert item["image"].shape == (3, 32, 32)  # stretched to the crop
+        seen.add(corners)
+    assert len(seen) > 1

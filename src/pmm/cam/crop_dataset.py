@@ -1,11 +1,16 @@
 """Training data of the multi-crop CAM round: crops of the training images, labelled from the
 first round's rough masks (PMM / SEAM's ``VOC12ClsHeatCropDataset``).
 
-Each item is one random crop of one image (:func:`pmm.cam.crops.sample_labelled_crop`: area
-and aspect as torchvision's RandomResizedCrop, optionally centred on the first round's CAM heat,
-resampled until a class of the rough mask covers ``min_share`` of it), flipped with probability
-1/2, colour-jittered and resized to ``crop`` x ``crop``. Its labels are the classes of the rough
-mask the crop holds (:func:`pmm.cam.crops.crop_labels`), restricted to the image's own labels.
+Each item is one crop of one image, flipped with probability 1/2, colour-jittered and stretched
+to ``crop`` x ``crop``; its labels are the classes of the rough mask the crop holds, restricted
+to the image's own labels. ``sampler`` picks the crop:
+
+- ``tiles`` (the authors'): one tile of the multi-crop inference grid at a random scale
+  (:func:`pmm.cam.crops.sample_labelled_tile`, the two-ratio labelling rule, redrawn up to the
+  grid's size until it has a label);
+- ``random``: area and aspect as torchvision's RandomResizedCrop, optionally centred on the first
+  round's CAM heat, resampled until a class covers ``min_share`` of it
+  (:func:`pmm.cam.crops.sample_labelled_crop`).
 
 Every random draw of an item comes from a numpy ``Generator`` seeded from ``(seed, epoch, index)``
 (:func:`pmm.runtime.loaders.derive_seed`), so the crops do not depend on the number of DataLoader
@@ -15,6 +20,7 @@ through the sampler (:class:`EpochSampler`): it yields ``epoch * len(dataset) + 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from pmm.cam.crops import Box, sample_labelled_crop
+from pmm.cam.crops import Box, sample_labelled_crop, sample_labelled_tile, tile_grid
 from pmm.runtime.loaders import derive_seed
 from pmm.io import load_cams, load_mask
 
@@ -92,6 +98,10 @@ class CropClassificationDataset(Dataset):
         jitter: colour jitter ``(brightness, contrast, saturation, hue)``; None: off.
         restrict_to_image_labels: drop crop labels the image is not labelled with (a rough mask
             holds only the image's classes anyway; this guards hand-made or foreign masks).
+        sampler: ``random`` (the boxes above) or ``tiles`` (the multi-crop inference tiles of
+            ``tile_scales`` / ``tile_size`` / ``tile_stride``; ``area``, ``aspect`` and ``heat_dir``
+            are then unused and a tile is labelled when ``min_share`` of it is the class or it holds
+            more than ``min_object_share`` of the class).
 
     Items: ``image`` 3 x crop x crop float in [0, 1], ``label`` C multi-hot float32, ``index``,
     ``epoch`` and ``box`` (top, left, height, width in the original image).
@@ -100,7 +110,10 @@ class CropClassificationDataset(Dataset):
     def __init__(self, split, mask_dir: str | Path, crop: int, seed: int, *, area: tuple[float, float],
                  aspect: tuple[float, float], min_share: float, min_object_share: float | None,
                  jitter: tuple[float, float, float, float] | None, heat_dir: str | Path | None = None,
-                 restrict_to_image_labels: bool = True) -> None:
+                 restrict_to_image_labels: bool = True, sampler: str = "random",
+                 tile_scales: tuple[float, ...] = (1.0,), tile_size: int = 448, tile_stride: int = 300) -> None:
+        if sampler not in ("random", "tiles"):
+            raise ValueError(f"crop sampler {sampler!r}: expected random or tiles")
         self.split = split
         self.mask_dir = Path(mask_dir)
         self.heat_dir = Path(heat_dir) if heat_dir is not None else None
@@ -111,6 +124,8 @@ class CropClassificationDataset(Dataset):
         self.min_object_share = None if min_object_share is None else float(min_object_share)
         self.jitter = tuple(jitter) if jitter is not None else None
         self.restrict = restrict_to_image_labels
+        self.sampler = sampler
+        self.tile_scales, self.tile_size, self.tile_stride = tuple(float(v) for v in tile_scales), int(tile_size), int(tile_stride)
         self.num_classes = split.num_classes - 1
 
     def __len__(self) -> int:
@@ -129,8 +144,17 @@ class CropClassificationDataset(Dataset):
         image_id = self.split.ids[index]
         mask = load_mask(self.mask_dir / f"{image_id}.png")
         rng = np.random.default_rng(derive_seed(self.seed, epoch, index))
-        box, labels = sample_labelled_crop(mask, self.num_classes, rng, self.area, self.aspect, self.min_share,
-                                           self.min_object_share, heat=self.heat(image_id, mask.shape[:2]))
+        if self.sampler == "tiles":
+            height, width = mask.shape[:2]
+            grids = tile_grid(width, height, self.tile_scales, self.tile_size, self.tile_stride)
+            # The two ratios share one threshold in the authors' code; here each has its key.
+            (x1, y1, x2, y2), labels = sample_labelled_tile(
+                mask, grids, self.num_classes, rng, self.min_share,
+                self.min_object_share if self.min_object_share is not None else math.inf)
+            box = (y1, x1, max(1, y2 - y1), max(1, x2 - x1))
+        else:
+            box, labels = sample_labelled_crop(mask, self.num_classes, rng, self.area, self.aspect, self.min_share,
+                                               self.min_object_share, heat=self.heat(image_id, mask.shape[:2]))
         if self.restrict:
             labels = labels * self.split.label_vector(image_id).astype(np.float32)
         return box, labels, rng

@@ -1,22 +1,39 @@
 """The multi-crop round of the CAM stage (pure numpy): training crop boxes and their labels.
 
-PMM trains its final CAM network on crops (``VOC12ClsHeatCropDataset`` in the authors'
-``tool/data.py``): a random crop of 4-100 % of the image area, aspect 3/5-5/3 (torchvision's
-RandomResizedCrop sampling, 10 attempts, else a centre crop), labelled with the classes of the
-first round's rough mask that the crop holds, resampled (up to 100 times) until it holds one; the
-crop is then flipped, colour-jittered and resized to 448 x 448.
+PMM trains its final CAM network on crops of the training images (``VOC12ClsHeatCropDataset`` in
+the authors' ``tool/data.py``). Two samplers:
 
-Boxes are ``(top, left, height, width)`` in pixels of the full image, as ``pmm.nets.tta.sliding_windows``.
-The settings (area, aspect, labelling shares) have no defaults here: their one home is
-``pmm.settings.MultiCropSettings`` (``cam.multi_crop``).
+- ``tiles`` (the authors' run): draw one of the multi-crop inference scales, then one tile of that
+  scale's grid (:func:`tile_grid`, the very tiles multi-crop inference runs on), label it from the
+  first round's *confident* rough mask with the two-ratio rule (:func:`tile_labels`), and redraw
+  a tile of the same scale up to as many times as the grid has tiles until it gets a label
+  (:func:`sample_labelled_tile`); the tile is then flipped, colour-jittered and stretched to
+  448 x 448.
+- ``random``: a RandomResizedCrop-style box (4-100 % of the area, aspect 3/5-5/3), optionally
+  centred on the first round's CAM heat, labelled by shares of the rough mask, resampled up to 100
+  times (:func:`sample_labelled_crop`). The authors' code has this branch (without heat) for runs
+  without inference scales; this package adds the heat.
+
+Boxes are ``(top, left, height, width)`` in pixels of the full image, as ``pmm.nets.tta.sliding_windows``;
+:func:`tile_grid` gives ``(x1, y1, x2, y2)`` corners, as the authors' code. The settings have no
+defaults here: their one home is ``pmm.settings.MultiCropSettings`` (``cam.multi_crop``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+
 import numpy as np
 
+# The tile geometry lives with the other window helpers of the TTA module (inference uses it too).
+from pmm.nets.tta import Corners, tile_grid
+
+__all__ = ["Box", "Corners", "crop_labels", "sample_crop_box", "sample_labelled_crop", "sample_labelled_tile",
+           "tile_grid", "tile_labels", "UNSURE"]
+
 Box = tuple[int, int, int, int]  # top, left, height, width
+UNSURE = 255  # a rough-mask pixel no class (background included) holds with the required confidence
 
 
 def sample_crop_box(
@@ -110,3 +127,52 @@ def sample_labelled_crop(
         if labels.any():
             break
     return box, labels
+
+
+def tile_labels(mask: np.ndarray, corners: Corners, num_classes: int, threshold: float,
+                object_threshold: float | None = None) -> np.ndarray:
+    """Multi-hot labels (``num_classes`` foreground classes, float32) of one tile: the authors' two-ratio rule.
+
+    Args:
+        mask: H x W confident rough mask: 1..C where that class's CRF marginal exceeds the
+            confidence (0.9), 0 where the background's does, :data:`UNSURE` (255) elsewhere. At most
+            one of the marginals (which sum to 1) can exceed 0.9, so this one map holds every
+            class's "marginal > 0.9" set exactly.
+        corners: the tile, ``(x1, y1, x2, y2)``.
+        threshold: class k labels the tile when ``intersection / tile area > threshold`` ("the
+            tile is inside the object") **or** ``intersection / area_k > object_threshold`` ("the
+            object is inside the tile"), both strict, as the authors' ``update_label`` (0.1 both).
+        object_threshold: the second ratio's threshold; None: ``threshold``.
+    """
+    object_threshold = threshold if object_threshold is None else object_threshold
+    x1, y1, x2, y2 = corners
+    labels = np.zeros(num_classes, dtype=np.float32)
+    tile_area = max(0, x2 - x1) * max(0, y2 - y1)
+    if tile_area == 0:
+        return labels
+    values = mask.ravel().astype(np.int64)
+    total = np.bincount(values, minlength=256)[1 : num_classes + 1]
+    inside = np.bincount(mask[y1:y2, x1:x2].ravel().astype(np.int64), minlength=256)[1 : num_classes + 1]
+    present = total > 0
+    keep = present & ((inside / tile_area > threshold) | (inside / np.maximum(total, 1) > object_threshold))
+    labels[keep] = 1.0
+    return labels
+
+
+def sample_labelled_tile(mask: np.ndarray, grids: Sequence[Sequence[Corners]], num_classes: int,
+                         rng: np.random.Generator, threshold: float,
+                         object_threshold: float | None = None) -> tuple[Corners, np.ndarray]:
+    """One training tile and its labels, as the authors draw them.
+
+    One scale is drawn uniformly, then a tile of its grid (uniformly, with replacement) until
+    :func:`tile_labels` gives it a label, at most as many draws as the grid has tiles; the last
+    draw is kept even without a label (its labels are then all zero).
+    """
+    tiles = grids[int(rng.integers(len(grids)))]
+    corners, labels = tiles[0], np.zeros(num_classes, dtype=np.float32)
+    for _ in range(len(tiles)):
+        corners = tiles[int(rng.integers(len(tiles)))]
+        labels = tile_labels(mask, corners, num_classes, threshold, object_threshold)
+        if labels.any():
+            break
+    return corners, labels

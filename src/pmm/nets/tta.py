@@ -15,6 +15,7 @@ Images are float N x 3 x H x W in [0, 1]; the network normalises them itself.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 
@@ -35,8 +36,9 @@ class TTAConfig:
         scales: image scale factors (after the short-side rescale).
         flip: also run the horizontally flipped image.
         mode: ``whole`` image, ``slide`` (windows of ``window`` px every ``stride`` px; an image
-            smaller than a window runs whole) or ``multi_crop`` (SEAM: the same windows, images
-            smaller than a window padded up to it, so the network always sees window-sized crops).
+            smaller than a window runs whole) or ``multi_crop`` (PMM's multi-crop inference: the
+            tiles of :func:`tile_grid` at every scale, each cut from the image and stretched to
+            ``window`` x ``window``; the maps are averaged over every tile that covers a pixel).
         window, stride: window size and step in pixels.
         short_side: rescale so the short side is this many pixels first (None: keep the size).
         max_long: cap of the long side of that rescale.
@@ -85,6 +87,48 @@ def sliding_windows(height: int, width: int, window: int, stride: int) -> list[t
     return [(top, left, min(window, height), min(window, width)) for top in starts(height) for left in starts(width)]
 
 
+Corners = tuple[int, int, int, int]  # x1, y1, x2, y2
+
+
+def tile_grid(width: int, height: int, scales, crop: int = 448, stride: int = 300) -> list[list[Corners]]:
+    """The tiles of PMM's multi-crop round, per scale, as ``(x1, y1, x2, y2)`` boxes of the image.
+
+    At scale ``s`` the image is ``int(width * s)`` x ``int(height * s)``. Along each axis tile
+    ``i`` spans ``[i * stride, (i + 1) * stride)`` and the last one ends flush with the edge,
+    ``crop`` wide (the whole axis when it is shorter); there are ``1 + ceil(max(0, size - crop) /
+    stride)`` of them. So the inner tiles are ``stride`` pixels and only the last is ``crop``:
+    that is the authors' code (``VOC12ClsDatasetMultiCrop`` in PMM's ``tool/data.py``), kept as
+    it is, since their CAMs were inferred and trained on exactly these tiles. The corners are
+    mapped back to the original image with ``int(v / s)`` (truncation, as theirs). Order: columns
+    outer, rows inner, as the authors iterate. Both multi-crop inference (every tile, stretched
+    to ``crop`` x ``crop``) and multi-crop training (one random tile) use these boxes.
+    """
+    if width < 1 or height < 1:
+        raise ValueError(f"tile_grid: image size must be positive, got {width} x {height}")
+    if crop < 1 or stride < 1:
+        raise ValueError(f"tile_grid: crop ({crop}) and stride ({stride}) must be positive")
+
+    def spans(size: int) -> list[tuple[int, int]]:
+        count = 1 + int(math.ceil(max(0.0, float(size - crop)) / stride))
+        out = []
+        for index in range(count):
+            if index == count - 1:
+                out.append((max(0, size - crop), size))
+            else:
+                out.append((index * stride, min(size, (index + 1) * stride)))
+        return out
+
+    grids = []
+    for scale in scales:
+        scale = float(scale)
+        if scale <= 0:
+            raise ValueError(f"tile_grid: scales must be positive, got {scale}")
+        columns, rows = spans(int(width * scale)), spans(int(height * scale))
+        grids.append([(int(x1 / scale), int(y1 / scale), int(x2 / scale), int(y2 / scale))
+                      for x1, x2 in columns for y1, y2 in rows])
+    return grids
+
+
 def rescaled_size(height: int, width: int, short_side: int | None, max_long: int | None = None,
                   ratio: float = 1.0) -> tuple[int, int]:
     """(new_height, new_width) of mmcv's ``imrescale`` to ``img_scale=(max_long, short_side)`` x ratio.
@@ -125,10 +169,6 @@ def _windowed(fn: MapFn, x: Tensor, cfg: TTAConfig, activation: str) -> Tensor:
     height, width = x.shape[-2:]
     if cfg.mode == "whole" or (cfg.mode == "slide" and height <= cfg.window and width <= cfg.window):
         return _run(fn, x, cfg.size_multiple, activation)
-    if cfg.mode == "multi_crop" and (height < cfg.window or width < cfg.window):
-        # SEAM pads small images up to the crop, so the network sees the size it was trained on.
-        padded = F.pad(x, (0, max(0, cfg.window - width), 0, max(0, cfg.window - height)))
-        return _windowed(fn, padded, cfg, activation)[..., :height, :width]
     total = count = None
     for top, left, h, w in sliding_windows(height, width, cfg.window, cfg.stride):
         out = _run(fn, x[..., top : top + h, left : left + w], cfg.size_multiple, activation)
@@ -138,6 +178,43 @@ def _windowed(fn: MapFn, x: Tensor, cfg: TTAConfig, activation: str) -> Tensor:
         total[..., top : top + h, left : left + w] += out
         count[..., top : top + h, left : left + w] += 1
     return total / count
+
+
+# Tiles stretched to the crop run through the network this many at a time (one scale's tiles and
+# their flips can be dozens of 448 x 448 crops).
+_TILE_BATCH = 16
+
+
+def _multi_crop(fn: MapFn, images: Tensor, cfg: TTAConfig, activation: str) -> Tensor:
+    """PMM's multi-crop inference: every tile of :func:`tile_grid` (all scales), cut from the
+    image, stretched to ``window`` x ``window`` (no padding: an image smaller than a tile is
+    stretched whole), run (and its mirror with ``flip``), resized back onto the tile and averaged
+    over all the tiles and flips that cover each pixel (the authors' ``sum / counter``)."""
+    height, width = images.shape[-2:]
+    boxes = [box for grid in tile_grid(width, height, cfg.scales, cfg.window, cfg.stride) for box in grid
+             if box[2] > box[0] and box[3] > box[1]]  # a tiny image at a small scale can map a tile to nothing
+    jobs = [(box, flipped) for box in boxes for flipped in ((False, True) if cfg.flip else (False,))]
+    total = count = None
+    for start in range(0, len(jobs), _TILE_BATCH):
+        chunk = jobs[start : start + _TILE_BATCH]
+        crops = []
+        for (x1, y1, x2, y2), flipped in chunk:
+            crop = _resize(images[..., y1:y2, x1:x2], (cfg.window, cfg.window))
+            crops.append(crop.flip(-1) if flipped else crop)
+        outputs = _run(fn, torch.cat(crops), cfg.size_multiple, activation)
+        outputs = outputs.split(images.shape[0])
+        for ((x1, y1, x2, y2), flipped), out in zip(chunk, outputs):
+            if flipped:
+                out = out.flip(-1)
+            out = _resize(out, (y2 - y1, x2 - x1))
+            if activation == "softmax":
+                out = out.softmax(1)
+            if total is None:
+                total = out.new_zeros((images.shape[0], out.shape[1], height, width))
+                count = out.new_zeros((1, 1, height, width))
+            total[..., y1:y2, x1:x2] += out
+            count[..., y1:y2, x1:x2] += 1
+    return total / count.clamp(min=1)
 
 
 def tta_maps(fn: MapFn, images: Tensor, cfg: TTAConfig = TTAConfig(), activation: str = "softmax",
@@ -160,6 +237,9 @@ def tta_maps(fn: MapFn, images: Tensor, cfg: TTAConfig = TTAConfig(), activation
         raise ValueError(f"reduce {reduce!r}: choose sum or mean")
     height, width = images.shape[-2:]
     base = rescaled_size(height, width, cfg.short_side, cfg.max_long)
+    if cfg.mode == "multi_crop":
+        # One average over every tile of every scale (not a sum of per-scale maps): ``reduce`` does not apply.
+        return _resize(_multi_crop(fn, _resize(images, base), cfg, activation), (height, width))
     total = None
     variants = 0
     for scale in cfg.scales:
