@@ -280,3 +280,22 @@ def test_pydensecrf_backend_is_deterministic_on_a_real_photo(voc_split):
     probs = np.stack([(1 - s[0]) ** 11, s[0]])
     np.testing.assert_array_equal(dense_crf(image, probs), dense_crf(image, probs))
     np.testing.assert_array_equal(ppmg(image, cams, labels), ppmg(image, cams, labels))
+
+
+def test_confident_crf_mask_is_the_crf_argmax_where_its_marginal_is_sure(voc_split):
+    from pmm.pseudo import confident_crf_mask
+
+    rough = CRFParams(gauss_sxy=3, gauss_compat=3, bilateral_sxy=80, bilateral_srgb=13, bilateral_compat=10)
+    image, mask, cams, labels = voc_split[13]
+    out = confident_crf_mask(image, cams, labels, alpha=24, confidence=0.9, crf=rough)
+    q = dense_crf(image, np.concatenate([((1 - cams.max(axis=0)) ** 24)[None], cams]), rough)
+    argmax = crf_baseline(image, cams, labels, alpha=24, crf=rough)
+    sure = q.max(axis=0) > 0.9
+    assert 0.2 < sure.mean() < 1.0  # some pixels are unsure on a real photo, most are not
+    np.testing.assert_array_equal(out[sure], argmax[sure])
+    assert np.all(out[~sure] == 255)
+    # A stricter confidence only turns sure pixels into unsure ones.
+    stricter = confident_crf_mask(image, cams, labels, alpha=24, confidence=0.99, crf=rough)
+    assert np.all((stricter == out) | (stricter == 255)) and (stricter == 255).sum() > (out == 255).sum()
+    with pytest.raises(ValueError, match="confidence must be in"):
+        confident_crf_mask(image, cams, labels, alpha=24, confidence=0.3, crf=rough)

@@ -131,8 +131,6 @@ def test_multi_crop_round_end_to_end(tmp_path):
     """A tiny SEAM first round (debug config), then the multi-crop round from its checkpoint."""
     from test_run_pipeline import run_stage
 
-    from pmm.errors import PmmError
-
     data_dir = tmp_path / "data"
     tiny = ["cam_net=seam", "cam.scales=[1.0]", "cam.flip=false", "cam.figures=2"]
     first_dir = tmp_path / "first"
@@ -140,9 +138,6 @@ def test_multi_crop_round_end_to_end(tmp_path):
     assert first["cam_round"] == "standard"
     assert (first_dir / "figures" / "cam_raw_vs_refined.png").is_file()
     ckpt = first_dir / "checkpoints" / "cam" / "last.ckpt"
-
-    with pytest.raises(PmmError, match="cam_ckpt"):
-        run_stage(tmp_path / "no_ckpt", data_dir, ["stage=cam", "cam.round=multi_crop", *tiny])
 
     run_dir = tmp_path / "second"
     overrides = ["stage=cam", "cam.round=multi_crop", f"cam_ckpt={ckpt}", "cam.multi_crop.epochs=1",
@@ -241,3 +236,33 @@ def test_tile_sampler_items_are_grid_tiles_with_their_labels(tmp_path):
         assert item["image"].shape == (3, 32, 32)  # stretched to the crop
         seen.add(corners)
     assert len(seen) > 1
+
+
+def test_multi_crop_round_trains_its_first_round_and_a_fresh_network(tmp_path):
+    """Without cam_ckpt the round trains the first round (cam_net) itself, then a fresh network
+    (cam.multi_crop.net) on the authors' tiles labelled from confident rough masks."""
+    from test_run_pipeline import run_stage
+
+    from pmm.checkpoints import load_network
+    from pmm.io import load_mask
+
+    run_dir = tmp_path / "run"
+    fresh = "{_target_:pmm.cam.net.CAMNet,backbone:resnet18,out_index:-2,input:rgb}"
+    metrics = run_stage(run_dir, tmp_path / "data", [
+        "stage=cam", "cam_net=seam", "cam.round=multi_crop", "cam.scales=[1.0,1.5]", "cam.flip=false",
+        "cam.figures=1", "cam.crop_size=64", "cam.window=64", "cam.stride=48", "cam.multi_crop.epochs=1",
+        "cam.multi_crop.sampler=tiles", "cam.multi_crop.rough_confidence=0.9", "cam.multi_crop.rough_scales=[1.0]",
+        "cam.multi_crop.rough_flip=false", "cam.multi_crop.batch_size=4", f"cam.multi_crop.net={fresh}"])
+    first = run_dir / "checkpoints" / "cam_first_round" / "last.ckpt"
+    assert metrics["cam_round"] == "multi_crop" and metrics["cam_first_round_ckpt"] == str(first.resolve())
+    assert load_network(first, "cam_ckpt", "cam")[1]["_target_"].endswith("SEAMNet")
+    net, spec, _ = load_network(run_dir / "checkpoints" / "cam" / "last.ckpt", "cam_ckpt", "cam")
+    assert spec["_target_"] == "pmm.cam.net.CAMNet" and spec["backbone"] == "resnet18"
+    assert metrics["cam_multi_crop"]["sampler"] == "tiles" and metrics["cam_multi_crop"]["batch_size"] == 4
+    assert metrics["cam_multi_crop"]["net"] == "pmm.cam.net.CAMNet"
+    # Confident rough masks: some pixels unsure (255), scored on the sure ones only.
+    values = set()
+    for path in (run_dir / "multi_crop" / "rough_masks").glob("*.png"):
+        values |= set(np.unique(load_mask(path)).tolist())
+    assert 255 in values and 0 in values
+    assert 0.0 < metrics["cam_rough_coverage"] < 1.0 and 0.0 <= metrics["cam_rough_miou"] <= 1.0

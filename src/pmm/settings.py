@@ -297,30 +297,47 @@ class TTASettings(Node):
 class MultiCropSettings(Node):
     """``cam.multi_crop``: the second CAM round on crops (the one home of these defaults).
 
-    ``lr`` null: ``cam.lr``; the crops' side is the CAM training crop (``cam.crop_size``): :meth:`resolved`
-    fills both in.
+    ``lr`` / ``batch_size`` null: ``cam.lr`` / ``cam.batch_size``; the crops' side is the CAM training
+    crop (``cam.crop_size``): :meth:`resolved` fills them in.
     ``min_object_share``: the authors' second labelling rule (null: off); ``heat``: crops centred
-    on the first round's CAM heat (false: uniform, as the authors' code).
+    on the first round's CAM heat (false: uniform, as the authors' code); ``sampler``: ``random``
+    boxes or the authors' ``tiles``. ``rough_scales`` null: the first round's CAMs are inferred
+    with the ``cam`` inference settings; ``rough_confidence`` null: rough masks are the CRF's
+    arg-max, else a class only where its marginal exceeds it (255 elsewhere). ``net`` (a network
+    node, not checked here) null: the round continues training the first round's network.
     """
 
     epochs: int = integer(20, ge=1)
     lr: float | None = number(None, gt=0, nullable=True)
+    batch_size: int | None = integer(None, ge=1, nullable=True)
+    global_batch_size: int | None = integer(None, ge=1, nullable=True)
     crop: int | None = field(default=None, metadata={"derived": True})  # not a key: cam.crop_size, resolved
+    sampler: str = choice("random", "random", "tiles")
     area: tuple[float, float] = numbers((0.04, 1.0), length=2)
     aspect: tuple[float, float] = numbers((0.6, 1.667), length=2)
     min_share: float = number(0.1, gt=0, le=1)
     min_object_share: float | None = number(0.1, gt=0, le=1, nullable=True)
     rough_alpha: float = number(24.0, **POSITIVE)
+    rough_scales: tuple[float, ...] | None = numbers(None, gt=0, nullable=True)
+    rough_flip: bool = flag(True)
+    rough_confidence: float | None = number(None, **FRACTION, nullable=True)
     heat: bool = flag(True)
     jitter: tuple[float, float, float, float] | None = numbers((0.3, 0.3, 0.3, 0.1), length=4, ge=0, nullable=True)
+    net: Any = field(default=None, metadata={"derived": True, "key": True})  # a network node: built by the stage
 
     @classmethod
     def from_node(cls, config: Any, key: str) -> "MultiCropSettings":
-        known = [f.name for f in fields(cls) if not f.metadata.get("derived")]
+        known = [f.name for f in fields(cls) if not f.metadata.get("derived") or f.metadata.get("key")]
         unknown = sorted(set(config) - set(known)) if isinstance(config, Mapping) else []
         if unknown:
             raise PmmError(f"{key}.{unknown[0]}: unknown key; known: {', '.join(known)}")
-        return super().from_node(config, key)
+        settings = super().from_node(config, key)
+        net = _plain(_get(config, "net"))
+        if net is _ABSENT or net is None:
+            return settings
+        if not isinstance(net, dict) or "_target_" not in net:
+            raise _fail(f"{key}.net", net, "null or a network node with a _target_ (as cam_net)")
+        return replace(settings, net=net)
 
     def check_together(self, key: str) -> None:
         for name in ("area", "aspect"):
@@ -329,9 +346,12 @@ class MultiCropSettings(Node):
                 raise PmmError(f"{key}.{name}={_show(getattr(self, name))}: expected 0 < low <= high"
                                + (" <= 1" if name == "area" else ""))
 
-    def resolved(self, lr: float, crop: int) -> "MultiCropSettings":
-        """``lr`` filled in where null (``cam.lr``) and ``crop`` set (the CAM training crop)."""
-        done = replace(self, lr=float(lr if self.lr is None else self.lr), crop=int(crop))
+    def resolved(self, lr: float, crop: int, batch_size: int | None = None) -> "MultiCropSettings":
+        """``lr`` / ``batch_size`` filled in where null (``cam.lr`` / ``cam.batch_size``) and ``crop`` set
+        (the CAM training crop)."""
+        batch = self.batch_size if self.batch_size is not None else batch_size
+        done = replace(self, lr=float(lr if self.lr is None else self.lr), crop=int(crop),
+                       batch_size=None if batch is None else int(batch))
         if done.crop < 8:
             raise PmmError(f"cam.multi_crop: epochs >= 1 and crop >= 8 expected, got {done.epochs} and {done.crop}")
         return done
@@ -346,6 +366,7 @@ class CAMSettings(TTASettings):
     max_epochs: int | None = integer(20, ge=1, nullable=True)
     lengthen_to_steps: int | None = integer(900, ge=0, nullable=True)
     batch_size: int = integer(16, ge=1)
+    global_batch_size: int | None = integer(None, ge=1, nullable=True)
     crop_size: int | None = integer(None, gt=0, nullable=True, multiple_of=CROP_MULTIPLE)
     lr: float = number(0.006, **POSITIVE)
     poly_power: float = number(0.9, **NON_NEGATIVE)
@@ -401,6 +422,7 @@ class SegSettings(Node):
     lengthen_to_steps: int | None = integer(360, ge=0, nullable=True)
     max_steps: int | None = integer(None, ge=1, nullable=True)
     batch_size: int = integer(16, ge=1)
+    global_batch_size: int | None = integer(None, ge=1, nullable=True)
     crop_size: int | None = integer(None, gt=0, nullable=True, multiple_of=CROP_MULTIPLE)
     lr: float = number(0.002, **POSITIVE)
     head_lr_mult: float = number(1.0, **POSITIVE)
@@ -411,6 +433,7 @@ class SegSettings(Node):
     aux_weight: float = number(0.4, **NON_NEGATIVE)
     check_val_every_n_epoch: int | None = integer(1, ge=1, nullable=True)  # null: every seg.val_check_interval steps
     val_check_interval: float | None = number(None, gt=0, nullable=True)
+    val_pipeline: str = choice("single_scale", "single_scale", "eval")
 
     def check_together(self, key: str) -> None:
         _at_most(key, "min_lr", self.min_lr, "lr", self.lr, "min_lr <= lr (the poly schedule decays from lr to min_lr)")
@@ -453,7 +476,7 @@ class TrainerSettings(Node):
 
 
 def crf_settings(config: Any, key: str = "crf") -> dict[str, CRFParams]:
-    """The ``crf`` node: name -> :class:`CRFParams` (``crf.pseudo``, ``crf.seg``), each checked."""
+    """The ``crf`` node: name -> :class:`CRFParams` (``crf.pseudo``, ``crf.seg``, ``crf.rough``), each checked."""
     result = {}
     for name in list(config) if isinstance(config, Mapping) else []:
         params = _plain(_get(config, name))
@@ -485,7 +508,7 @@ def _check_backend(key: str, backend: Any) -> None:
 def _default_crf() -> dict[str, CRFParams]:
     from pmm.crf.base import SEG_CRF
 
-    return {"pseudo": CRFParams(backend="fast"), "seg": SEG_CRF}
+    return {"pseudo": CRFParams(backend="fast"), "seg": SEG_CRF, "rough": CRFParams(gauss_compat=3.0)}
 
 
 @dataclass(frozen=True)

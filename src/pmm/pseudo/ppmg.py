@@ -187,6 +187,39 @@ def crf_baseline(
     return lut[q.argmax(axis=0)]
 
 
+def confident_crf_mask(
+    image: np.ndarray,
+    cams: np.ndarray,
+    labels: Sequence[int],
+    alpha: float,
+    confidence: float,
+    crf: CRFParams = PSEUDO_CRF,
+    unsure: int = 255,
+) -> np.ndarray:
+    """The multi-crop round's rough mask: :func:`crf_baseline`'s CRF, kept only where it is sure.
+
+    One multi-label dense CRF over ``[(1 - max_k M_k) ** alpha, M_1, ..., M_K]``; a pixel gets
+    the label whose marginal exceeds ``confidence`` (background included) and ``unsure``
+    elsewhere. With ``confidence >= 0.5`` at most one marginal can exceed it, so the map holds
+    each class's "marginal > confidence" region exactly: what the authors' crop labeller reads
+    (their ``heat[k] > 0.9``).
+
+    Returns:
+        HxW uint8 map: 0 background, the 1-based class ids, ``unsure``.
+    """
+    if not 0.5 <= confidence < 1:
+        raise ValueError(f"confidence must be in [0.5, 1) (one label at most above it), got {confidence}")
+    cams, labels = _check_inputs(cams, labels, image)
+    if labels.size == 0:
+        return np.zeros(cams.shape[1:], dtype=np.uint8)
+    background = (1.0 - cams.max(axis=0)) ** alpha
+    q = dense_crf(image, np.concatenate([background[None], cams]), crf)
+    lut = np.concatenate([[0], labels]).astype(np.uint8)
+    best = q.argmax(axis=0)
+    sure = np.take_along_axis(q, best[None], axis=0)[0] > confidence
+    return np.where(sure, lut[best], np.uint8(unsure)).astype(np.uint8)
+
+
 def make_pseudo_mask(
     method: str,
     image: np.ndarray,

@@ -16,13 +16,19 @@ if TYPE_CHECKING:  # used in annotations only
     from pmm.data.voc import VOCSplit
 
 
-def score_mask_folder(split: VOCSplit, folder: str | Path, desc: str = "scoring") -> dict:
+def score_mask_folder(split: VOCSplit, folder: str | Path, desc: str = "scoring", unsure: int | None = None) -> dict:
     """One confusion matrix over every id of ``split``: ``folder/<id>.png`` against the ground truth.
 
-    Returns :func:`pmm.scoring.metrics.segmentation_report` plus ``split`` and ``num_images``.
+    ``unsure``: a mask value that means "no label" (the multi-crop round's rough masks: 255);
+    those pixels are left out of the score and ``coverage`` says which share of the scored
+    pixels had a label.
+
+    Returns :func:`pmm.scoring.metrics.segmentation_report` plus ``split`` and ``num_images``
+    (and ``coverage`` with ``unsure``).
     """
     folder = Path(folder)
     total = np.zeros((split.num_classes, split.num_classes), dtype=np.int64)
+    sure_pixels = all_pixels = 0
     for image_id in tqdm(split.ids, desc=desc, leave=False):
         path = folder / f"{image_id}.png"
         if not path.is_file():
@@ -30,7 +36,14 @@ def score_mask_folder(split: VOCSplit, folder: str | Path, desc: str = "scoring"
         prediction, target = load_mask(path), split.load_mask(image_id)
         if prediction.shape != target.shape:
             raise PmmError(f"{path}: mask is {prediction.shape} but the ground truth is {target.shape}")
+        if unsure is not None:
+            keep = prediction != unsure
+            all_pixels += int(np.count_nonzero(target != 255))
+            prediction, target = prediction[keep], target[keep]
+            sure_pixels += int(np.count_nonzero(target != 255))
         total += confusion_matrix(prediction, target, split.num_classes)
     report = segmentation_report(total, list(split.class_names))
     report.update(split=split.split, num_images=len(split))
+    if unsure is not None:
+        report["coverage"] = sure_pixels / all_pixels if all_pixels else 0.0
     return report

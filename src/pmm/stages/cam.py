@@ -7,8 +7,10 @@ round on crops (:mod:`pmm.stages.cam_multicrop`). Both end in :func:`pmm.stages.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from hydra.utils import instantiate
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from pmm.cam.module import CAMModule
 from pmm.checkpoints import resume_checkpoint
@@ -18,7 +20,7 @@ from pmm.data.transforms import cam_pipeline, eval_transform
 from pmm.errors import PmmError
 from pmm.nets.build import DEFAULT_TARGETS, build_from_spec, network_spec
 from pmm.runtime.context import RunContext
-from pmm.runtime.trainer import build_trainer, epochs_for_min_steps, planned_world_size
+from pmm.runtime.trainer import build_callbacks, build_trainer, epochs_for_min_steps, planned_world_size
 from pmm.stages.cam_inference import cam_tta, finish_cam_round
 
 log = logging.getLogger("pmm")
@@ -33,7 +35,15 @@ def build_cam_module(ctx: RunContext) -> CAMModule:
                      infer_batch_size=cfg.cam.infer_batch_size)
 
 
-def train_cam(ctx: RunContext) -> CAMModule:
+def train_cam(ctx: RunContext, checkpoint_dir: Path | None = None, resume: str | None | bool = True) -> CAMModule:
+    """Train the CAM network of ``cam_net`` (the standard round).
+
+    Args:
+        checkpoint_dir: where its checkpoints go (default ``callbacks.cam``'s, ``checkpoints/cam``);
+            the multi-crop round trains its first round into ``checkpoints/cam_first_round``.
+        resume: ``True``: ``ckpt_path`` when it is a CAM checkpoint; else the checkpoint to resume
+            (None: none).
+    """
     cfg = ctx.cfg
     crop = ctx.crop_size("cam")
     train_set = ClassificationDataset(ctx.train_split, cam_pipeline(cfg.data, crop))
@@ -44,7 +54,12 @@ def train_cam(ctx: RunContext) -> CAMModule:
     module = build_cam_module(ctx)
     epochs = epochs_for_min_steps(cfg.cam.max_epochs, cfg.cam.get("lengthen_to_steps"), len(train_set), batch,
                                   planned_world_size(ctx))
-    trainer = build_trainer(ctx, "cam", epochs)
+    callbacks = build_callbacks(cfg, "cam")
+    if checkpoint_dir is not None:
+        for callback in callbacks:
+            if isinstance(callback, ModelCheckpoint):
+                callback.dirpath = str(checkpoint_dir)
+    trainer = build_trainer(ctx, "cam", epochs, callbacks=callbacks)
     log.info("CAM stage: %s (%s, input %s) on %d train / %d val images, crop %d, %d epochs",
              cfg.cam_net.get("_target_", "CAMNet").rsplit(".", 1)[-1], cfg.cam_net.backbone, cfg.cam_net.get("input", "rgb"),
              len(train_set), len(val_set), crop, epochs)
@@ -52,7 +67,7 @@ def train_cam(ctx: RunContext) -> CAMModule:
         module,
         train_dataloaders=loader(train_set, batch, cfg.data.num_workers, shuffle=True, drop_last=len(train_set) > batch),
         val_dataloaders=loader(val_set, cfg.cam.infer_batch_size if same_size else 1, cfg.data.num_workers),
-        ckpt_path=resume_checkpoint(ctx.cfg, "cam"),
+        ckpt_path=resume_checkpoint(ctx.cfg, "cam") if resume is True else resume,
     )
     return module
 
