@@ -26,16 +26,21 @@ def test_voc_paper_matches_the_reference_settings():
     cfg = compose_config(["experiment=voc_paper"])
     # Data: train_aug with SegmentationClassAug, image labels from XML when present.
     assert (cfg.data.train_split, cfg.data.mask_dir, cfg.data.labels) == ("train_aug", "SegmentationClassAug", "auto")
-    # CAM stage: SEAM, stride 8, SGD lr 0.02 poly, 8 epochs, batch 2 x 8 GPUs = 16, SEAM's lr multipliers.
+    # CAM stage: SEAM on ResNet-38 at stride 8 (dropout 0.5), SGD lr 0.02 poly, 8 epochs, 24 images a
+    # step whatever the GPU count, SEAM's lr multipliers, no weight decay on biases.
     assert cfg.cam_net._target_ == "pmm.cam.seam.SEAMNet" and cfg.cam_net.output_stride == 8
+    assert cfg.cam_net.backbone == "resnet38d" and cfg.cam_net.dropout == 0.5 and cfg.cam_net.pretrained
     assert (cfg.cam_net.bias_lr_mult, cfg.cam_net.new_weight_lr_mult, cfg.cam_net.new_bias_lr_mult) == (2.0, 10.0, 20.0)
+    assert cfg.cam_net.bias_weight_decay == 0.0
     assert cfg.cam.optimizer._target_ == "torch.optim.SGD" and cfg.cam.lr == 0.02 and cfg.cam.max_epochs == 8
-    assert cfg.cam.optimizer.momentum == 0.9 and cfg.cam.optimizer.weight_decay == 5e-4
+    # The reference's PolyOptimizer passes its weight decay into SGD's momentum slot: momentum 5e-4.
+    assert cfg.cam.optimizer.momentum == 5e-4 and cfg.cam.optimizer.weight_decay == 5e-4
+    assert cfg.cam.global_batch_size == 24 and cfg.seg.global_batch_size == 16
     assert list(cfg.cam.scales) == [0.5, 1.0, 1.5, 2.0] and cfg.cam.flip
     assert cfg.cam.crop_size == 448 and cfg.seg.crop_size == 512
     assert OmegaConf.to_container(cfg.data.cam_aug) == {"long_side": [448, 768],
                                                          "jitter": [0.3, 0.3, 0.3, 0.1], "image_fill": 0}
-    assert cfg.cam.multi_crop.epochs == 20 and cfg.cam.multi_crop.lr == 0.01 and cfg.cam.stride == 300
+    assert cfg.cam.round == "standard" and cfg.cam.stride == 300
     # Pseudo-masks: alpha 11, the paper's CRF settings, scored on train_aug and train.
     assert cfg.pseudo.alpha == 11 and list(cfg.pseudo.split) == ["train_aug", "train"]
     assert (cfg.crf.pseudo.gauss_sxy, cfg.crf.pseudo.bilateral_sxy, cfg.crf.pseudo.bilateral_srgb) == (3, 80, 13)
@@ -49,7 +54,8 @@ def test_voc_paper_matches_the_reference_settings():
     assert (cfg.seg.lr, cfg.seg.head_lr_mult, cfg.seg.min_lr, cfg.seg.poly_power) == (0.005, 1.0, 1e-4, 0.9)
     assert cfg.seg.optimizer.momentum == 0.9 and cfg.seg.optimizer.weight_decay == 5e-4
     assert cfg.seg.max_steps == 40000 and cfg.cyclic.every_n_steps == 20000 and cfg.seg.val_check_interval == 2000
-    assert cfg.seg.batch_size == 2 and cfg.seg.loss.mode == "clamp" and (cfg.seg.loss.beta, cfg.seg.loss.k) == (0.5, 0.5)
+    assert cfg.seg.loss.mode == "clamp" and (cfg.seg.loss.beta, cfg.seg.loss.k) == (0.5, 0.5)
+    assert cfg.seg.val_pipeline == "eval"  # periodic validation with the test pipeline + CRF: val_miou_best
     # Cyclic: best-val checkpoint relabels train_aug with the full test pipeline over all classes, round 2 from
     # ImageNet weights with plain CE.
     assert cfg.cyclic.rounds == 1 and cfg.cyclic.relabel_from == "best" and not cfg.cyclic.restrict_to_labels
@@ -63,12 +69,38 @@ def test_voc_paper_matches_the_reference_settings():
     assert cfg.trainer.sync_batchnorm and cfg.trainer.precision == "bf16-mixed"
 
 
+def test_seam_multicrop_is_the_authors_second_round():
+    cfg = compose_config(["experiment=[voc_paper,seam_multicrop]"])
+    mc = cfg.cam.multi_crop
+    assert cfg.cam.round == "multi_crop" and cfg.cam.mode == "multi_crop"
+    assert list(cfg.cam.scales) == [0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0]
+    assert (cfg.cam.window, cfg.cam.stride, cfg.cam.flip) == (448, 300, True)
+    # A fresh SEAM on ScaleNet-101 (stride 8, no dropout), 20 epochs, lr 0.02, 16 images a step.
+    assert mc.net._target_ == "pmm.cam.seam.SEAMNet" and mc.net.backbone == "scalenet101"
+    assert mc.net.output_stride == 8 and mc.net.dropout == 0.0 and mc.net.pretrained
+    assert (mc.epochs, mc.lr, mc.global_batch_size) == (20, 0.02, 16)
+    # Tiles of the inference grid, labelled by the two ratios from rough masks at marginal > 0.9 of
+    # the first round's multi-scale CAMs, CRF 3/3, 80/13/10 over [(1 - max S) ** 24, S].
+    assert (mc.sampler, mc.min_share, mc.min_object_share, mc.heat) == ("tiles", 0.1, 0.1, False)
+    assert (list(mc.rough_scales), mc.rough_flip, mc.rough_confidence, mc.rough_alpha) == ([0.5, 1.0, 1.5, 2.0], True, 0.9, 24)
+    assert (cfg.crf.rough.gauss_sxy, cfg.crf.rough.gauss_compat, cfg.crf.rough.bilateral_sxy,
+            cfg.crf.rough.bilateral_srgb, cfg.crf.rough.bilateral_compat) == (3, 3, 80, 13, 10)
+    # The first round stays voc_paper's: ResNet-38, 24 images a step.
+    assert cfg.cam_net.backbone == "resnet38d" and cfg.cam.global_batch_size == 24
+
+
 def test_coco_paper_has_cocos_schedule():
     cfg = compose_config(["experiment=coco_paper"])
     assert cfg.data._target_ == "pmm.data.sources.COCODataset"
-    assert (cfg.seg.lr, cfg.seg.max_steps, cfg.seg.min_lr, cfg.seg.batch_size) == (0.01, 40000, 5e-5, 4)  # 4 x 8 = 32
+    assert (cfg.seg.lr, cfg.seg.max_steps, cfg.seg.min_lr, cfg.seg.global_batch_size) == (0.01, 40000, 5e-5, 32)
     assert (cfg.seg.loss.mode, cfg.seg.loss.beta, cfg.seg.loss.k) == ("clamp", 0.8, 0.8)
     assert cfg.cyclic.rounds == 0
+    # COCO's CAMs: one round of SEAM on ScaleNet-101, 20 epochs, lr 0.01, 8 a step, plain random crops
+    # (the reference's crop pipeline), multi-crop inference.
+    assert cfg.cam_net.backbone == "scalenet101" and cfg.cam_net.dropout == 0.0
+    assert (cfg.cam.max_epochs, cfg.cam.lr, cfg.cam.global_batch_size, cfg.cam.round) == (20, 0.01, 8, "standard")
+    assert cfg.cam.mode == "multi_crop" and len(cfg.cam.scales) == 10
+    assert cfg.cam.optimizer.momentum == 5e-4
 
 
 def test_the_presets_own_networks_build():

@@ -100,6 +100,11 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     stages = stages_to_run(cfg, run_dir)
     ctx = RunContext(cfg, run_dir)
+    from pmm.runtime.batch import describe, resolve_batches
+    from pmm.runtime.trainer import planned_world_size
+
+    batches = resolve_batches(cfg, planned_world_size(ctx))  # before any loader is built
+    log.info(describe(batches))
     ctx.prepare_data()
     train_split = ctx.train_split  # index and check the data before any work
     # stage=eval: the split may lack ground-truth masks (the VOC test set): predicted, not scored
@@ -114,6 +119,7 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
         num_train_images=len(train_split),
         num_val_images=len(val_split),
         seed=cfg.seed,
+        batch=batches,
     )
     try:
         for name in stages:

@@ -56,13 +56,24 @@ def apply_smoke(cfg: DictConfig) -> None:
                 cfg.segmenter.encoder = f"tu-{smoke.backbone}"
         cam = cfg.cam
         cam.max_epochs, cam.batch_size, cam.infer_batch_size = 1, 2, 2
+        cam.global_batch_size = None  # 2 images a step, whatever the preset's global batch
         cam.lengthen_to_steps = None
         cam.window, cam.stride = crop, crop * 3 // 4
         if cam.get("multi_crop"):
-            cam.multi_crop.epochs = 1
+            multi_crop = cam.multi_crop
+            multi_crop.epochs = 1
+            multi_crop.global_batch_size = None
+            _set(multi_crop, "batch_size", 2)
+            net = multi_crop.get("net")
+            if net is not None:  # the round's own network: no download, the smoke's backbone
+                _set(net, "pretrained", False)
+                _set(net, "weights", None)
+                if smoke.get("backbone"):
+                    _set(net, "backbone", str(smoke.backbone))
         cfg.pseudo.workers = 1
         seg = cfg.seg
         seg.batch_size = 2
+        seg.global_batch_size = None
         seg.lengthen_to_steps = None
         rounds = int(cfg.cyclic.rounds)
         if seg.get("max_steps"):

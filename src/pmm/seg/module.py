@@ -33,7 +33,11 @@ class SegModule(pl.LightningModule):
             spans the whole fit when ``None``.
         class_names: for per-class logging.
         net_config: the Segmenter keyword arguments, saved so a checkpoint rebuilds its network.
-        val_scales, val_flip: inference used by validation.
+        val_scales, val_flip: inference used by validation (single-scale by default).
+        val_tta: the full :class:`TTAConfig` fields of validation (``seg.val_pipeline=eval``: the
+            eval node's); replaces ``val_scales`` / ``val_flip``.
+        val_crf: :class:`pmm.crf.CRFParams` fields of a dense-CRF refinement of each validation
+            prediction (``crf.seg`` when the eval node has ``crf: true``), or None.
     """
 
     def __init__(
@@ -52,6 +56,8 @@ class SegModule(pl.LightningModule):
         val_flip: bool = False,
         min_lr: float = 0.0,
         steps_per_epoch: int | None = None,
+        val_tta: dict | None = None,
+        val_crf: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer"])
@@ -112,10 +118,25 @@ class SegModule(pl.LightningModule):
         self.log("train/under_fitting", under_fitting.float(), on_step=False, on_epoch=True, batch_size=size)
         return loss
 
+    def validation_tta(self) -> TTAConfig:
+        if self.hparams.get("val_tta"):
+            return TTAConfig.from_config(self.hparams.val_tta)
+        return TTAConfig(scales=tuple(self.hparams.val_scales), flip=self.hparams.val_flip)
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        images = to_float_images(batch["image_uint8"]).to(self.device)
-        probs = predict_probs(self.net, images, TTAConfig(scales=tuple(self.hparams.val_scales), flip=self.hparams.val_flip))
-        self.val_confusion.update(probs.argmax(1), batch["mask"])
+        tta = self.validation_tta()
+        if not self.hparams.get("val_crf"):
+            images = to_float_images(batch["image_uint8"]).to(self.device)
+            self.val_confusion.update(predict_probs(self.net, images, tta).argmax(1), batch["mask"])
+            return
+        from pmm.crf import CRFParams
+        from pmm.seg.inference import segment_images
+
+        crf = CRFParams.from_config(self.hparams.val_crf, "crf.seg")
+        images = [image.cpu().numpy() for image in batch["image_uint8"]]
+        masks = segment_images(self.net, images, None, tta=tta, crf=crf, batch_size=len(images), device=self.device)
+        predicted = torch.from_numpy(np.stack(masks).astype(np.int64)).to(batch["mask"].device)
+        self.val_confusion.update(predicted, batch["mask"])
 
     def on_validation_epoch_end(self) -> None:
         confusion = self.val_confusion.compute().cpu().numpy()

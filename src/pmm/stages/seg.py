@@ -86,6 +86,28 @@ def init_encoder_from_cam(ctx: RunContext, net: Segmenter) -> None:
              len(net.encoder.state_dict()))
 
 
+VAL_PIPELINES = ("single_scale", "eval")
+
+
+def validation_pipeline(ctx: RunContext) -> dict:
+    """``SegModule`` keyword arguments of the periodic validation (``seg.val_pipeline``).
+
+    ``single_scale``: one pass at the image's size (fast). ``eval``: the eval node's TTA (scales,
+    flips, sliding window, test rescale) and, with ``eval.crf``, the ``crf.seg`` refinement, as
+    the reference validates; its best checkpoint is then the one the final protocol would pick.
+    """
+    from dataclasses import asdict
+
+    pipeline = ctx.cfg.seg.get("val_pipeline", "single_scale") or "single_scale"
+    if pipeline not in VAL_PIPELINES:
+        raise PmmError(f"seg.val_pipeline={pipeline}: expected one of {'|'.join(VAL_PIPELINES)}")
+    if pipeline == "single_scale":
+        return {}
+    tta = TTAConfig.from_config(ctx.cfg.eval)
+    crf = seg_crf(ctx, bool(ctx.cfg.eval.crf))
+    return {"val_tta": {**asdict(tta), "scales": list(tta.scales)}, "val_crf": asdict(crf) if crf else None}
+
+
 def build_seg_module(ctx: RunContext, round_epochs: int | None = None, steps_per_epoch: int | None = None) -> SegModule:
     """The segmentation module of the config; ``round_epochs`` is the cyclic period (``seg_schedule``)."""
     cfg = ctx.cfg
@@ -108,6 +130,7 @@ def build_seg_module(ctx: RunContext, round_epochs: int | None = None, steps_per
         steps_per_epoch=steps_per_epoch,
         class_names=list(ctx.class_names),
         net_config=spec,
+        **validation_pipeline(ctx),
     )
 
 
@@ -176,6 +199,17 @@ def run(ctx: RunContext) -> dict:
         )
     callbacks = build_callbacks(cfg, "seg", **partials)
     schedule = {"max_steps": int(cfg.seg.max_steps)} if cfg.seg.get("max_steps") else {}
+    if schedule and module.hparams.poly_period_epochs:
+        # Each cyclic round is its own schedule (the reference runs each as a separate 20k-iteration
+        # job): rounds switch at epoch ends, so every round gets the whole number of epochs that
+        # covers cyclic.every_n_steps, and the stage as many steps as its rounds together.
+        round_steps = round_epochs * steps_per_epoch
+        schedule["max_steps"] = round_steps * (int(cfg.cyclic.rounds) + 1)
+        ctx.record(seg_steps_per_round=round_steps)
+        if schedule["max_steps"] != int(cfg.seg.max_steps):
+            log.info("seg.max_steps=%d: %d cyclic rounds of %d steps (%d epochs of %d steps) = %d steps",
+                     int(cfg.seg.max_steps), int(cfg.cyclic.rounds) + 1, round_steps, round_epochs, steps_per_epoch,
+                     schedule["max_steps"])
     if cfg.seg.get("val_check_interval"):
         schedule["val_check_interval"] = int(cfg.seg.val_check_interval)
     trainer = build_trainer(ctx, "seg", epochs, callbacks=callbacks, reload_dataloaders_every_n_epochs=1,
@@ -185,6 +219,21 @@ def run(ctx: RunContext) -> dict:
              f"{cfg.seg.max_steps} steps" if schedule.get("max_steps") else f"{epochs} epochs", round_epochs,
              dict(cfg.seg.loss))
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, "seg"))
-    ctx.record(seg_source=str(mask_dir) if mask_dir else "ground_truth", seg_loss=cfg.seg.loss.mode)
+    ctx.record(seg_source=str(mask_dir) if mask_dir else "ground_truth", seg_loss=cfg.seg.loss.mode,
+               **best_validation(trainer, cfg))
 
     return evaluate_module(ctx, module)
+
+
+def best_validation(trainer, cfg) -> dict:
+    """``val_miou_best``: the best periodic validation (``seg.val_pipeline``) and its checkpoint.
+
+    ``val_miou`` (the final evaluation) scores the *last* weights with the eval pipeline; this is
+    the best of the evaluations made during training, the number a run that keeps the best
+    checkpoint reports. Empty when no validation ran.
+    """
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "monitor", None) == "val/miou" and callback.best_model_score is not None:
+            return {"val_miou_best": float(callback.best_model_score), "val_miou_best_ckpt": callback.best_model_path,
+                    "val_pipeline": cfg.seg.get("val_pipeline", "single_scale") or "single_scale"}
+    return {}
