@@ -186,6 +186,24 @@ def test_seg_on_ground_truth_and_resume_from_checkpoint(data_dir, tmp_path):
     assert "val_miou" in resumed
 
 
+@pytest.mark.slow
+def test_validation_with_the_eval_pipeline_and_a_schedule_per_cyclic_round(data_dir, tmp_path):
+    """seg.val_pipeline=eval validates with eval's TTA + CRF; val_miou_best is the best of those
+    validations, val_miou the last weights'; each cyclic round of an iteration-based run gets its
+    own whole schedule (2 steps a round here, so 4, not seg.max_steps=3)."""
+    import torch
+
+    metrics = run_stage(tmp_path, data_dir, [
+        "stage=seg", "pseudo.source=ground_truth", "seg.max_steps=3", "cyclic.rounds=1", "cyclic.every_n_steps=2",
+        "cyclic.reinit=true", "seg.val_pipeline=eval", "eval.crf=true", "data.batch_size=16"])
+    assert metrics["val_pipeline"] == "eval" and metrics["seg_steps_per_round"] == 2 and metrics["seg_steps"] == 4
+    checkpoint = torch.load(tmp_path / "checkpoints" / "seg" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["hyper_parameters"]["val_crf"]["gauss_sxy"] == 1  # crf.seg, DeepLab's
+    # The final evaluation (last weights, same pipeline) equals the last validation; the best is at least that.
+    assert metrics["val_miou_best"] >= metrics["val_miou"] - 1e-6
+    assert Path(metrics["val_miou_best_ckpt"]).is_file()
+
+
 def test_bad_data_root_is_one_line_from_the_cli(tmp_path):
     env = dict(os.environ, PMM_DATA_DIR=str(tmp_path / "data"))
     result = subprocess.run(

@@ -220,7 +220,7 @@ def run(ctx: RunContext) -> dict:
              dict(cfg.seg.loss))
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, "seg"))
     ctx.record(seg_source=str(mask_dir) if mask_dir else "ground_truth", seg_loss=cfg.seg.loss.mode,
-               **best_validation(trainer, cfg))
+               seg_steps=int(trainer.global_step), **best_validation(trainer, cfg))
 
     return evaluate_module(ctx, module)
 
