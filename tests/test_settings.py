@@ -148,8 +148,13 @@ def test_predict_config_builds(compose_cfg):
         ("cam.multi_crop.min_share=2", "cam.multi_crop.min_share=2: expected a number > 0 and <= 1"),
         ("cam.multi_crop.area=[0.5,0.2]", "cam.multi_crop.area=[0.5, 0.2]: expected 0 < low <= high <= 1"),
         ("cam.multi_crop.aspect=[0,1]", "cam.multi_crop.aspect=[0, 1]: expected 0 < low <= high"),
-        ("+cam.multi_crop.size=3", "cam.multi_crop.size: unknown key; known: epochs, lr, area, aspect, min_share, "
-                                   "min_object_share, rough_alpha, heat, jitter"),
+        ("+cam.multi_crop.size=3", "cam.multi_crop.size: unknown key; known: epochs, lr, batch_size, global_batch_size, "
+                                   "sampler, area, aspect, min_share, min_object_share, rough_alpha, rough_scales, "
+                                   "rough_flip, rough_confidence, heat, jitter, net"),
+        ("cam.multi_crop.sampler=grid", "cam.multi_crop.sampler=grid: expected one of random|tiles"),
+        ("cam.multi_crop.rough_confidence=0.3", "cam.multi_crop.rough_confidence=0.3: expected a number >= 0.5 and < 1 or null"),
+        ("cam.global_batch_size=0", "cam.global_batch_size=0: expected an integer >= 1 or null"),
+        ("seg.val_pipeline=full", "seg.val_pipeline=full: expected one of single_scale|eval"),
         ("pseudo.alpha=-5", "pseudo.alpha=-5: expected a number > 0 or auto or search"),
         ("pseudo.cov=yes", "pseudo.cov=yes: expected true or false"),
         ("pseudo.cov_threshold=1", "pseudo.cov_threshold=1: expected a number >= 0 and < 1"),
@@ -215,11 +220,11 @@ def test_multi_crop_stage_settings_resolve_lr_and_crop():
     from pmm.stages.cam_multicrop import settings
 
     def ctx(multi_crop, crop_size=160):
-        return SimpleNamespace(cfg=OmegaConf.create({"cam": {"lr": 0.02, "multi_crop": multi_crop}}),
+        return SimpleNamespace(cfg=OmegaConf.create({"cam": {"lr": 0.02, "batch_size": 6, "multi_crop": multi_crop}}),
                                crop_size={"cam": crop_size}.__getitem__)
 
-    assert settings(ctx({})) == MultiCropSettings(lr=0.02, crop=160)
-    assert settings(ctx({"lr": 0.01}, crop_size=448)) == MultiCropSettings(lr=0.01, crop=448)
+    assert settings(ctx({})) == MultiCropSettings(lr=0.02, crop=160, batch_size=6)
+    assert settings(ctx({"lr": 0.01, "batch_size": 3}, crop_size=448)) == MultiCropSettings(lr=0.01, crop=448, batch_size=3)
     assert settings(ctx(None)).epochs == 20
     with pytest.raises(PmmError, match="crop >= 8 expected, got 20 and 4"):
         settings(ctx({}, crop_size=4))

@@ -320,7 +320,7 @@ class MultiCropSettings(Node):
     rough_alpha: float = number(24.0, **POSITIVE)
     rough_scales: tuple[float, ...] | None = numbers(None, gt=0, nullable=True)
     rough_flip: bool = flag(True)
-    rough_confidence: float | None = number(None, **FRACTION, nullable=True)
+    rough_confidence: float | None = number(None, ge=0.5, lt=1, nullable=True)  # one label at most above it
     heat: bool = flag(True)
     jitter: tuple[float, float, float, float] | None = numbers((0.3, 0.3, 0.3, 0.1), length=4, ge=0, nullable=True)
     net: Any = field(default=None, metadata={"derived": True, "key": True})  # a network node: built by the stage
