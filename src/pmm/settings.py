@@ -93,7 +93,7 @@ class Check:
             item = replace(self, length=None, nullable=False).expected()
             return f"{count} {item.replace('an integer', 'integers').replace('a number', 'numbers', 1)}{null}"
         if self.kind == "flag":
-            return "true or false"
+            return "true or false" + null
         if self.kind == "choice":
             return "one of " + "|".join(self.words) + ("|null" if self.nullable else "")
         bounds = [f"{op} {_show(v)}" for op, v in ((">", self.gt), (">=", self.ge), ("<", self.lt), ("<=", self.le))
@@ -144,8 +144,8 @@ def choice(default: Any, *options: str, nullable: bool = False) -> Any:
     return field(default=default, metadata={"check": Check(kind="choice", words=options, nullable=nullable)})
 
 
-def flag(default: bool) -> Any:
-    return field(default=default, metadata={"check": Check(kind="flag")})
+def flag(default: bool | None, nullable: bool = False) -> Any:
+    return field(default=default, metadata={"check": Check(kind="flag", nullable=nullable)})
 
 
 def node(cls: type) -> Any:
@@ -249,6 +249,7 @@ class CAMNetSettings(Node):
     new_weight_lr_mult: float = number(1.0, **POSITIVE)
     new_bias_lr_mult: float = number(1.0, **POSITIVE)
     bias_weight_decay: float | None = number(0.0, ge=0, nullable=True)
+    frozen_bn: bool | None = flag(None, nullable=True)
 
 
 @dataclass(frozen=True)

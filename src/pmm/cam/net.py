@@ -38,22 +38,26 @@ class CAMNetwork(Protocol):
 
 
 class CAMNet(CAMBackboneNet):
-    """The plain CAM head: timm backbone, 1x1 conv classifier whose output is the CAM, global average pooling.
+    """The plain CAM head: backbone, 1x1 conv classifier whose output is the CAM, global average pooling.
 
     Pooling the CAMs equals classifying pooled features (both are linear), so the logits are the
     spatial mean of the CAMs and the CAMs need no separate pass.
 
     Args:
-        backbone: any timm model name.
+        backbone: any timm model name, or ``resnet38d`` / ``scalenet101`` (the authors' CAM backbones,
+            :mod:`pmm.nets.paper_backbones`).
         num_classes: foreground classes.
-        pretrained: download ImageNet weights through timm (needs internet).
+        pretrained: download ImageNet weights through timm (needs internet; ``resnet38d`` /
+            ``scalenet101`` take ``weights`` only).
         weights: a local weights file for the backbone (implies pretrained).
-        output_stride: 8, 16 or 32 (dilates the last stages).
+        output_stride: 8, 16 or 32 (dilates the last stages; ``resnet38d`` / ``scalenet101``: 8).
         out_index: the feature stage the CAMs come from (later stages are dropped).
         dropout: dropout on the features before the classifier.
         input: what the backbone sees (``rgb``, ``edges``, ``rgb+edges``; :mod:`pmm.nets.encoding`).
         edge_sigma: Gaussian blur before the edge filter of ``edges`` inputs.
         new_layer_lr_mult: learning-rate factor of the classifier (trained from scratch in any case).
+        structure, freeze, frozen_bn: ``scalenet101``'s structure file and the backbone's frozen parts
+            (:class:`pmm.nets.cam_base.CAMBackboneNet`; None: the backbone's defaults).
     """
 
     def __init__(
@@ -68,8 +72,12 @@ class CAMNet(CAMBackboneNet):
         input: str = "rgb",  # noqa: A002 - the config key users write (cam_net.input)
         edge_sigma: float = 0.0,
         new_layer_lr_mult: float = 1.0,
+        structure: str | list | None = None,
+        freeze: list[str] | str | None = None,
+        frozen_bn: bool | None = None,
     ) -> None:
-        super().__init__(backbone, num_classes, pretrained, weights, output_stride, (out_index,), input, edge_sigma)
+        super().__init__(backbone, num_classes, pretrained, weights, output_stride, (out_index,), input, edge_sigma,
+                         structure=structure, freeze=freeze, frozen_bn=frozen_bn)
         channels = self.backbone.feature_info.channels()[-1]
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1, bias=False)
@@ -91,6 +99,6 @@ class CAMNet(CAMBackboneNet):
 
     def param_groups(self, lr: float) -> list[dict]:
         return [
-            {"params": list(self.backbone.parameters()), "lr": lr},
+            {"params": [p for p in self.backbone.parameters() if p.requires_grad], "lr": lr},
             {"params": list(self.classifier.parameters()), "lr": lr * self.new_layer_lr_mult},
         ]

@@ -6,7 +6,8 @@ PMM's pseudo-masks start from SEAM CAMs. This module holds
 - :func:`refine`: the PCM, a pure function of the raw CAM and the PCM feature;
 - :func:`seam_losses`: SEAM's training losses from the two passes (the image and the image
   resized by ``scale``), a pure function of the CAMs and refined CAMs at image size;
-- :class:`SEAMNet`: any timm backbone (``features_only``) with SEAM's head, implementing the CAM
+- :class:`SEAMNet`: any timm backbone (``features_only``), or the authors' ``resnet38d`` /
+  ``scalenet101`` (:mod:`pmm.nets.paper_backbones`), with SEAM's head, implementing the CAM
   network protocol of ``pmm.cam.net`` (``forward`` -> dict, ``training_loss``, ``cams``,
   ``param_groups``).
 
@@ -171,10 +172,11 @@ INFERENCE_CAMS = ("refined", "raw")
 
 
 class SEAMNet(CAMBackboneNet):
-    """SEAM on a timm backbone: CAM head (1x1 conv to C+1 channels, channel 0 background) and PCM.
+    """SEAM on a backbone: CAM head (1x1 conv to C+1 channels, channel 0 background) and PCM.
 
     The backbone returns three stages: the CAM stage ``out_index`` and the two before it (SEAM's
-    ResNet-38: conv4, conv5 and conv6; a timm ResNet: layer2, layer3, layer4). The two earlier
+    ResNet-38, ``backbone=resnet38d``: conv4, conv5 and conv6; ``scalenet101`` and a timm ResNet:
+    layer2, layer3, layer4). The two earlier
     stages, detached from the backbone, are projected by 1x1 convs (+ ReLU) to 64 and 128 channels,
     concatenated with the normalised RGB image resized to the CAM size, and a 1x1 conv maps the
     195 channels to the 192-channel PCM feature. Stages at another resolution than the CAM stage
@@ -193,6 +195,9 @@ class SEAMNet(CAMBackboneNet):
         bias_lr_mult, new_weight_lr_mult, new_bias_lr_mult: learning-rate multipliers of
             :meth:`param_groups` (SEAM: 2, 10, 20; backbone weights get the base lr).
         bias_weight_decay: weight decay of the bias groups (SEAM: 0); null keeps the optimizer's.
+        structure, freeze, frozen_bn: ``scalenet101``'s structure file and the backbone's frozen parts
+            (:class:`pmm.nets.cam_base.CAMBackboneNet`; None: the backbone's defaults, for
+            ``resnet38d`` / ``scalenet101`` the reference's).
     """
 
     def __init__(
@@ -213,6 +218,9 @@ class SEAMNet(CAMBackboneNet):
         new_weight_lr_mult: float = 10.0,
         new_bias_lr_mult: float = 20.0,
         bias_weight_decay: float | None = 0.0,
+        structure: str | list | None = None,
+        freeze: list[str] | str | None = None,
+        frozen_bn: bool | None = None,
     ) -> None:
         if inference_cam not in INFERENCE_CAMS:
             raise PmmError(f"cam_net.inference_cam={inference_cam}: use one of {', '.join(INFERENCE_CAMS)}")
@@ -223,7 +231,8 @@ class SEAMNet(CAMBackboneNet):
         if 0 <= out_index < 2:
             raise PmmError(f"cam_net.out_index={out_index}: SEAM needs two backbone stages before the CAM stage")
         super().__init__(backbone, num_classes, pretrained, weights, output_stride,
-                         (out_index - 2, out_index - 1, out_index), input, edge_sigma)
+                         (out_index - 2, out_index - 1, out_index), input, edge_sigma,
+                         structure=structure, freeze=freeze, frozen_bn=frozen_bn)
         self.scale = scale
         self.top = top
         self.inference_cam = inference_cam

@@ -52,6 +52,9 @@ def apply_smoke(cfg: DictConfig) -> None:
         # presets' own backbones are built in tests/test_conf_presets.py.
         if smoke.get("backbone"):
             _set(cfg.cam_net, "backbone", str(smoke.backbone))
+            # The small backbone has neither ScaleNet's structure file nor the preset backbone's modules.
+            _set(cfg.cam_net, "structure", None)
+            _set(cfg.cam_net, "freeze", None)
             if str(cfg.segmenter.get("encoder", "")).startswith("tu-"):
                 cfg.segmenter.encoder = f"tu-{smoke.backbone}"
         cam = cfg.cam

@@ -19,6 +19,7 @@ from pmm.runtime.loaders import loader
 from pmm.data.transforms import cam_pipeline, eval_transform
 from pmm.errors import PmmError
 from pmm.nets.build import DEFAULT_TARGETS, build_from_spec, network_spec
+from pmm.nets.scalenet import read_structure
 from pmm.runtime.context import RunContext
 from pmm.runtime.trainer import build_callbacks, build_trainer, epochs_for_min_steps, planned_world_size
 from pmm.stages.cam_inference import cam_tta, finish_cam_round
@@ -30,6 +31,9 @@ def build_cam_module(ctx: RunContext) -> CAMModule:
     """The CAM network of ``cam_net`` (a Hydra ``_target_`` node) inside the CAM LightningModule."""
     cfg = ctx.cfg
     spec = network_spec(cfg.cam_net, default_target=DEFAULT_TARGETS["cam"], num_classes=ctx.num_classes - 1)
+    if spec.get("backbone") == "scalenet101" and isinstance(spec.get("structure"), str):
+        # The entries themselves go into the checkpoint's spec: it rebuilds the network without the file.
+        spec["structure"] = read_structure(spec["structure"], config_key="cam_net.structure")
     return CAMModule(build_from_spec(spec, "cam_net"), optimizer=instantiate(cfg.cam.optimizer), lr=cfg.cam.lr,
                      poly_power=cfg.cam.poly_power, tta=cam_tta(ctx), net_config=spec,
                      infer_batch_size=cfg.cam.infer_batch_size)
