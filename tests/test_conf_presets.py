@@ -30,6 +30,7 @@ def test_voc_paper_matches_the_reference_settings():
     # step whatever the GPU count, SEAM's lr multipliers, no weight decay on biases.
     assert cfg.cam_net._target_ == "pmm.cam.seam.SEAMNet" and cfg.cam_net.output_stride == 8
     assert cfg.cam_net.backbone == "resnet38d" and cfg.cam_net.dropout == 0.5 and cfg.cam_net.pretrained
+    assert cfg.cam_net.head_weights  # the reference fine-tunes SEAM's released network, head included
     assert (cfg.cam_net.bias_lr_mult, cfg.cam_net.new_weight_lr_mult, cfg.cam_net.new_bias_lr_mult) == (2.0, 10.0, 20.0)
     assert cfg.cam_net.bias_weight_decay == 0.0
     assert cfg.cam.optimizer._target_ == "torch.optim.SGD" and cfg.cam.lr == 0.02 and cfg.cam.max_epochs == 8
@@ -103,18 +104,37 @@ def test_coco_paper_has_cocos_schedule():
     assert cfg.cam.optimizer.momentum == 5e-4
 
 
-def test_the_presets_own_networks_build():
+def test_the_presets_own_networks_build(tmp_path):
+    import json
+
+    from test_nets_paper_backbones import small_structure
+
     from pmm.nets.build import build_from_spec, network_spec
+    from pmm.stages.cam import build_cam_network
 
     cfg = compose_config(["experiment=voc_paper", "cam_net.pretrained=false", "segmenter.pretrained=false"])
-    cam = build_from_spec(network_spec(cfg.cam_net, num_classes=20), "cam_net")
+    cam, _ = build_cam_network(cfg.cam_net, 20)
     seg = build_from_spec(network_spec(cfg.segmenter, exclude=("init_from_cam",), num_classes=21), "segmenter")
     assert cam.num_classes == 20 and seg.aux_head is not None
-    assert cam.param_groups(0.02)  # SEAM's four lr groups
+    assert type(cam.backbone).__name__ == "ResNet38d"
+    groups = {g["name"]: g for g in cam.param_groups(0.02)}  # SEAM's lr groups, biases without decay
+    assert groups["new_weight"]["lr"] == 0.2 and all(g["weight_decay"] == 0 for k, g in groups.items() if "bias" in k)
+    assert "bias" not in groups  # ResNet-38's convolutions have none and its BatchNorms are fixed, as the reference
+    frozen = {name for name, p in cam.named_parameters() if not p.requires_grad}
+    assert any(name.startswith("backbone.conv1a") for name in frozen)  # the reference's frozen stem
+    # The multi-crop round's own network (ScaleNet-101, a structure file in the official format) and COCO's.
+    structure = tmp_path / "scalenet101.json"
+    structure.write_text(json.dumps(small_structure()))
+    mc = compose_config(["experiment=[voc_paper,seam_multicrop]", "cam.multi_crop.net.pretrained=false",
+                         f"cam.multi_crop.net.structure={structure}"])
+    round_two, spec = build_cam_network(mc.cam.multi_crop.net, 20, "cam.multi_crop.net")
+    assert type(round_two.backbone).__name__ == "ScaleNet" and isinstance(spec["structure"], list)
+    coco = compose_config(["experiment=coco_paper", "cam_net.pretrained=false", f"cam_net.structure={structure}"])
+    assert type(build_cam_network(coco.cam_net, 80)[0].backbone).__name__ == "ScaleNet"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["voc_paper", "coco_paper"])
+@pytest.mark.parametrize("preset", ["voc_paper", "coco_paper", "[voc_paper,seam_multicrop]"])
 def test_smoke_runs_every_stage_of_the_preset(preset, voc_aug_tree, tmp_path):
     from test_run_pipeline import run_stage
 
@@ -127,11 +147,19 @@ def test_smoke_runs_every_stage_of_the_preset(preset, voc_aug_tree, tmp_path):
         (root / "class_names.txt").write_text("\n".join(VOC_CLASS_NAMES) + "\n")
     metrics = run_stage(tmp_path / "run", tmp_path / "data", [
         "stage=all", f"experiment={preset}", "debug=smoke", f"data.root={root}", "logger=csv"], shrink=False)
-    assert metrics["num_classes"] == 21 and "val_miou" in metrics
-    rounds = 2 if preset == "voc_paper" else 1
+    assert metrics["num_classes"] == 21 and "val_miou" in metrics and "val_miou_best" in metrics
+    rounds = 1 if preset == "coco_paper" else 2
     assert len(metrics["pseudo_miou_rounds"]) == rounds
-    if preset == "voc_paper":
+    if preset != "coco_paper":
         assert set(metrics["pseudo_miou_by_split"]) == {"train_aug", "train"}
+        assert metrics["val_pipeline"] == "eval"
+    # Smoke trains 2 images a step whatever the preset's global batch; the run records it.
+    assert metrics["batch"]["seg"] == {"global_batch_size": 2, "world_size": 1, "accumulate_grad_batches": 1,
+                                       "per_process_batch_size": 2}
+    if preset.startswith("[voc_paper,seam_multicrop"):  # both CAM rounds ran: ResNet-38's, then the tiles round
+        assert metrics["cam_round"] == "multi_crop" and metrics["cam_multi_crop"]["sampler"] == "tiles"
+        assert (tmp_path / "run" / "checkpoints" / "cam_first_round" / "last.ckpt").is_file()
+        assert 0 < metrics["cam_rough_coverage"] <= 1
 
 
 @pytest.mark.parametrize(("overrides", "t_star", "expected"), [

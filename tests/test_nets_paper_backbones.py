@@ -278,6 +278,23 @@ def test_seam_on_resnet38d_trains_a_step():
     assert id(net.backbone.conv1a.weight) not in grouped and id(net.backbone.b3.conv_branch2a.weight) in grouped
 
 
+def test_seam_head_weights_load_seams_released_head(resnet38d_file):
+    """The authors' first round fine-tunes SEAM's whole released network: head_weights loads fc8 /
+    f8_3 / f8_4 / f9 into the classifier, the two projections and the PCM feature."""
+    state = {k[len("module."):]: v for k, v in torch.load(resnet38d_file, weights_only=True).items()}
+    net = SEAMNet("resnet38d", num_classes=20, weights=str(resnet38d_file), output_stride=8, out_index=-1,
+                  head_weights=True)
+    for theirs, ours in SEAMNet.SEAM_HEAD.items():
+        torch.testing.assert_close(getattr(net, ours).weight.detach(), state[f"{theirs}.weight"])
+    fresh = SEAMNet("resnet38d", num_classes=20, weights=str(resnet38d_file), output_stride=8, out_index=-1)
+    assert not torch.equal(fresh.classifier.weight, state["fc8.weight"])  # off: the head starts afresh
+    with pytest.raises(PmmError) as error:  # another class count cannot take SEAM's 21-channel head
+        SEAMNet("resnet38d", num_classes=5, weights=str(resnet38d_file), output_stride=8, out_index=-1, head_weights=True)
+    assert "fc8.weight is [21, 4096, 1, 1]" in one_line(error) and "head_weights=false" in str(error.value)
+    with pytest.raises(PmmError, match="head_weights=true needs cam_net.weights"):
+        SEAMNet("resnet38d", num_classes=20, output_stride=8, out_index=-1, head_weights=True)
+
+
 # ------------------------------------------------------------------------------------ ScaleNet-101
 
 @pytest.fixture(scope="module")

@@ -238,7 +238,7 @@ def read_checkpoint(path: str | Path, key: str, stage: str = "cam") -> tuple[dic
     """The checkpoint at ``path`` and its network spec, checked to be a pmm checkpoint of ``stage``.
 
     ``key`` is the config key that named the file (``cam_ckpt``, ``seg_ckpt``), for the error message.
-    The spec has ``pretrained``/``weights`` cleared (the checkpoint carries the weights) and always
+    The spec has ``pretrained``/``weights``/``head_weights`` cleared (the checkpoint carries the weights) and always
     a ``_target_`` and ``num_classes``.
     """
     checkpoint = read_pmm_checkpoint(Path(path), key, stage)
@@ -257,9 +257,9 @@ def read_checkpoint(path: str | Path, key: str, stage: str = "cam") -> tuple[dic
             spec["num_classes"] = int(weight.shape[0])
         else:
             spec["num_classes"] = len(hparams.get("class_names") or [])
-    for name in ("pretrained", "weights"):
+    for name in ("pretrained", "weights", "head_weights"):
         if name in spec:
-            spec[name] = False if name == "pretrained" else None
+            spec[name] = None if name == "weights" else False
     return checkpoint, spec
 
 

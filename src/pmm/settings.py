@@ -249,6 +249,7 @@ class CAMNetSettings(Node):
     new_weight_lr_mult: float = number(1.0, **POSITIVE)
     new_bias_lr_mult: float = number(1.0, **POSITIVE)
     bias_weight_decay: float | None = number(0.0, ge=0, nullable=True)
+    head_weights: bool = flag(False)
     frozen_bn: bool | None = flag(None, nullable=True)
 
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pmm.errors import PmmError
 from pmm.nets.cam_base import CAMBackboneNet
 
 
@@ -58,6 +59,9 @@ class CAMNet(CAMBackboneNet):
         new_layer_lr_mult: learning-rate factor of the classifier (trained from scratch in any case).
         structure, freeze, frozen_bn: ``scalenet101``'s structure file and the backbone's frozen parts
             (:class:`pmm.nets.cam_base.CAMBackboneNet`; None: the backbone's defaults).
+        head_weights: SEAM's (:class:`pmm.cam.seam.SEAMNet`); must be false here.
+        config_key: the config node error messages name (``cam_net``; the multi-crop round's own
+            network: ``cam.multi_crop.net``). Not saved in checkpoints.
     """
 
     def __init__(
@@ -75,9 +79,14 @@ class CAMNet(CAMBackboneNet):
         structure: str | list | None = None,
         freeze: list[str] | str | None = None,
         frozen_bn: bool | None = None,
+        head_weights: bool = False,
+        config_key: str = "cam_net",
     ) -> None:
+        if head_weights:
+            raise PmmError(f"{config_key}.head_weights=true: the plain CAM head has no SEAM head to load; "
+                           f"set {config_key}.head_weights=false (or cam_net=seam)")
         super().__init__(backbone, num_classes, pretrained, weights, output_stride, (out_index,), input, edge_sigma,
-                         structure=structure, freeze=freeze, frozen_bn=frozen_bn)
+                         config_key=config_key, structure=structure, freeze=freeze, frozen_bn=frozen_bn)
         channels = self.backbone.feature_info.channels()[-1]
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1, bias=False)

@@ -198,6 +198,11 @@ class SEAMNet(CAMBackboneNet):
         structure, freeze, frozen_bn: ``scalenet101``'s structure file and the backbone's frozen parts
             (:class:`pmm.nets.cam_base.CAMBackboneNet`; None: the backbone's defaults, for
             ``resnet38d`` / ``scalenet101`` the reference's).
+        head_weights: also load SEAM's head (``fc8``, ``f8_3``, ``f8_4``, ``f9``) from ``weights``:
+            the authors' first round fine-tunes SEAM's whole released network (their
+            ``load_state_dict(strict=False)`` matches the head names), so the head does not start afresh.
+        config_key: the config node error messages name (``cam_net``; the multi-crop round's own
+            network: ``cam.multi_crop.net``). Not saved in checkpoints.
     """
 
     def __init__(
@@ -221,6 +226,8 @@ class SEAMNet(CAMBackboneNet):
         structure: str | list | None = None,
         freeze: list[str] | str | None = None,
         frozen_bn: bool | None = None,
+        head_weights: bool = False,
+        config_key: str = "cam_net",
     ) -> None:
         if inference_cam not in INFERENCE_CAMS:
             raise PmmError(f"cam_net.inference_cam={inference_cam}: use one of {', '.join(INFERENCE_CAMS)}")
@@ -232,7 +239,7 @@ class SEAMNet(CAMBackboneNet):
             raise PmmError(f"cam_net.out_index={out_index}: SEAM needs two backbone stages before the CAM stage")
         super().__init__(backbone, num_classes, pretrained, weights, output_stride,
                          (out_index - 2, out_index - 1, out_index), input, edge_sigma,
-                         structure=structure, freeze=freeze, frozen_bn=frozen_bn)
+                         config_key=config_key, structure=structure, freeze=freeze, frozen_bn=frozen_bn)
         self.scale = scale
         self.top = top
         self.inference_cam = inference_cam
@@ -251,6 +258,33 @@ class SEAMNet(CAMBackboneNet):
         nn.init.kaiming_normal_(self.project_low.weight)
         nn.init.kaiming_normal_(self.project_mid.weight)
         nn.init.xavier_uniform_(self.pcm_feature.weight, gain=4)
+        self.head_weights = bool(head_weights)
+        if head_weights:
+            self.load_seam_head(weights, config_key)
+
+    # SEAM's names of the head layers (resnet38_SEAM.py) -> this class's.
+    SEAM_HEAD = {"fc8": "classifier", "f8_3": "project_low", "f8_4": "project_mid", "f9": "pcm_feature"}
+
+    def load_seam_head(self, weights: str | None, config_key: str = "cam_net") -> None:
+        """Copy SEAM's head tensors from a released SEAM file (``cam_net.head_weights``)."""
+        from pmm.nets.paper_backbones import read_state_dict
+
+        where = f"{config_key}.weights={weights}"
+        if not weights:
+            raise PmmError(f"{config_key}.head_weights=true needs {config_key}.weights: SEAM's released model "
+                           "(resnet38_SEAM.pth) holds the head it loads")
+        state = read_state_dict(weights, where, "SEAM's released model with its head (fc8, f8_3, f8_4, f9)")
+        for theirs, ours in self.SEAM_HEAD.items():
+            key = f"{theirs}.weight"
+            target = getattr(self, ours).weight
+            if key not in state:
+                raise PmmError(f"{where}: no {key} (SEAM's head); set {config_key}.head_weights=false to start the "
+                               "head afresh, or give SEAM's released model")
+            if tuple(state[key].shape) != tuple(target.shape):
+                raise PmmError(f"{where}: {key} is {list(state[key].shape)} but this network's is {list(target.shape)}; "
+                               f"SEAM's head fits ResNet-38 with VOC's 20 classes only: set {config_key}.head_weights=false")
+            with torch.no_grad():
+                target.copy_(state[key])
 
     def new_modules(self) -> list[nn.Module]:
         """The layers trained from scratch in any case (SEAM's ``from_scratch_layers``)."""

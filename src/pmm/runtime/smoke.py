@@ -47,6 +47,7 @@ def apply_smoke(cfg: DictConfig) -> None:
         for node in (cfg.cam_net, cfg.segmenter):
             _set(node, "pretrained", False)
             _set(node, "weights", None)
+        _set(cfg.cam_net, "head_weights", False)  # no weights file, no head to load
         # A 100-layer backbone takes minutes a step on a loaded laptop CPU: the smoke trains a small
         # one of the same kind (a timm ResNet through the same timm / SMP "tu-" code path); the
         # presets' own backbones are built in tests/test_conf_presets.py.
@@ -71,8 +72,11 @@ def apply_smoke(cfg: DictConfig) -> None:
             if net is not None:  # the round's own network: no download, the smoke's backbone
                 _set(net, "pretrained", False)
                 _set(net, "weights", None)
+                _set(net, "head_weights", False)
                 if smoke.get("backbone"):
                     _set(net, "backbone", str(smoke.backbone))
+                    _set(net, "structure", None)
+                    _set(net, "freeze", None)
         cfg.pseudo.workers = 1
         seg = cfg.seg
         seg.batch_size = 2

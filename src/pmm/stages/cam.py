@@ -27,14 +27,21 @@ from pmm.stages.cam_inference import cam_tta, finish_cam_round
 log = logging.getLogger("pmm")
 
 
+def build_cam_network(node, num_classes: int, config_key: str = "cam_net"):
+    """(network, spec) of a CAM network node (``cam_net``, ``cam.multi_crop.net``); errors name ``config_key``."""
+    spec = network_spec(node, default_target=DEFAULT_TARGETS["cam"], num_classes=num_classes)
+    if spec.get("backbone") == "scalenet101" and isinstance(spec.get("structure"), str):
+        # The entries themselves go into the checkpoint's spec: it rebuilds the network without the file.
+        spec["structure"] = read_structure(spec["structure"], config_key=f"{config_key}.structure")
+    spec.pop("config_key", None)
+    return build_from_spec({**spec, "config_key": config_key}, config_key), spec
+
+
 def build_cam_module(ctx: RunContext) -> CAMModule:
     """The CAM network of ``cam_net`` (a Hydra ``_target_`` node) inside the CAM LightningModule."""
     cfg = ctx.cfg
-    spec = network_spec(cfg.cam_net, default_target=DEFAULT_TARGETS["cam"], num_classes=ctx.num_classes - 1)
-    if spec.get("backbone") == "scalenet101" and isinstance(spec.get("structure"), str):
-        # The entries themselves go into the checkpoint's spec: it rebuilds the network without the file.
-        spec["structure"] = read_structure(spec["structure"], config_key="cam_net.structure")
-    return CAMModule(build_from_spec(spec, "cam_net"), optimizer=instantiate(cfg.cam.optimizer), lr=cfg.cam.lr,
+    net, spec = build_cam_network(cfg.cam_net, ctx.num_classes - 1)
+    return CAMModule(net, optimizer=instantiate(cfg.cam.optimizer), lr=cfg.cam.lr,
                      poly_power=cfg.cam.poly_power, tta=cam_tta(ctx), net_config=spec,
                      infer_batch_size=cfg.cam.infer_batch_size)
 

@@ -38,7 +38,6 @@ from pmm.data.transforms import eval_transform
 from pmm.runtime.loaders import loader, seeded_loader
 from pmm.runtime.distributed import barrier, is_main, run_sharded
 from pmm.errors import PmmError
-from pmm.nets.build import DEFAULT_TARGETS, build_from_spec, network_spec
 from pmm.io import load_cams, load_image, save_mask
 from pmm.stages.cam_inference import cam_tta, finish_cam_round, infer_cams
 from pmm.runtime.pool import run_pool
@@ -142,9 +141,9 @@ def round_network(ctx: RunContext, options: MultiCropSettings, first_net, first_
     """(network, spec) the round trains: ``cam.multi_crop.net`` built fresh, or the first round's."""
     if options.net is None:
         return first_net, first_spec
-    node = ctx.cfg.cam.multi_crop.net
-    spec = network_spec(node, default_target=DEFAULT_TARGETS["cam"], num_classes=ctx.num_classes - 1)
-    return build_from_spec(spec, "cam.multi_crop.net"), spec
+    from pmm.stages.cam import build_cam_network
+
+    return build_cam_network(ctx.cfg.cam.multi_crop.net, ctx.num_classes - 1, "cam.multi_crop.net")
 
 
 def run_multi_crop(ctx: RunContext) -> dict:
