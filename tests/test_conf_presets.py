@@ -112,7 +112,8 @@ def test_the_presets_own_networks_build(tmp_path):
     from pmm.nets.build import build_from_spec, network_spec
     from pmm.stages.cam import build_cam_network
 
-    cfg = compose_config(["experiment=voc_paper", "cam_net.pretrained=false", "segmenter.pretrained=false"])
+    cfg = compose_config(["experiment=voc_paper", "cam_net.pretrained=false", "cam_net.head_weights=false",
+                          "segmenter.pretrained=false"])  # no SEAM file here: its loading is tested with the network
     cam, _ = build_cam_network(cfg.cam_net, 20)
     seg = build_from_spec(network_spec(cfg.segmenter, exclude=("init_from_cam",), num_classes=21), "segmenter")
     assert cam.num_classes == 20 and seg.aux_head is not None
