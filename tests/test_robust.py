@@ -1,0 +1,158 @@
+"""Where researchers trip: config typos, trainer settings the machine cannot run, lossy or empty masks,
+images that are not .jpg, two runs in one folder, Ctrl-C, partial ground truth, huge photos.
+
+Each case ends in one line with the exit code pmm documents (2 for bad input, 130 for Ctrl-C) and
+no traceback. The command-line cases run ``python -m pmm.run`` in a subprocess; those stop before
+any training, except the Ctrl-C one (slow).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from PIL import Image
+
+import pmm
+from pmm.data.voc import load_voc_split
+from pmm.errors import PmmError
+from pmm.io import load_mask
+
+CONF_DIR = str(Path(pmm.__file__).parent / "conf")
+SRC = str(Path(pmm.__file__).resolve().parents[1])
+
+
+def pmm_cli(args: list[str], tmp_path: Path, module: str = "pmm.run", env: dict | None = None,
+            timeout: int = 300) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PMM_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1",
+                   "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
+    environment.pop("HYDRA_FULL_ERROR", None) if not (env or {}).get("HYDRA_FULL_ERROR") else None
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=environment,
+                          cwd=tmp_path, timeout=timeout)
+
+
+def one_error_line(result: subprocess.CompletedProcess, code: int = 2) -> str:
+    assert result.returncode == code, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("pmm: error:")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    return lines[0]
+
+
+def one_line(error: pytest.ExceptionInfo) -> str:
+    message = str(error.value)
+    assert "\n" not in message, message
+    return message
+
+
+# ------------------------------------------------------------------------------------- masks
+
+def test_16_bit_masks_are_read_with_their_full_values(voc_copy, tmp_path):
+    ids = (voc_copy / "ImageSets/Segmentation/train.txt").read_text().split()
+    path = voc_copy / "SegmentationClass" / f"{ids[1]}.png"
+    mask = load_mask(path)
+    classes = sorted(set(np.unique(mask).tolist()) - {0, 255})
+    Image.fromarray(mask.astype(np.uint16)).save(path)  # a 16-bit greyscale PNG, the same class ids
+    with Image.open(path) as image:
+        assert image.mode.startswith("I;16")
+    np.testing.assert_array_equal(load_mask(path), mask)
+    assert list(load_voc_split(voc_copy, "train", cache_dir=tmp_path / "c1").labels(ids[1])) == classes
+
+    wide = mask.astype(np.uint16)
+    wide[mask == classes[0]] = 256 + classes[0]  # wrapped to 8 bits this would read as class classes[0]
+    Image.fromarray(wide).save(path)
+    with pytest.raises(PmmError) as error:
+        load_voc_split(voc_copy, "train", cache_dir=tmp_path / "c2")
+    assert one_line(error) == (
+        f"{path.resolve()}: 16-bit mask holds the value {256 + classes[0]}, which is no class id (pmm reads class ids "
+        "0..254 and 255 = ignore); store the class ids as an 8-bit palette or greyscale PNG (VOC SegmentationClass format)")
+    with pytest.raises(PmmError, match="16-bit mask holds the value"):
+        load_mask(path)
+    # 32-bit greyscale (what older Pillow makes of a 16-bit PNG): the same rule
+    from pmm.io import label_map
+
+    np.testing.assert_array_equal(label_map(Image.fromarray(mask.astype(np.int32), mode="I"))[0], mask)
+    assert label_map(Image.fromarray(wide.astype(np.int32), mode="I"))[1].startswith("32-bit mask holds the value")
+
+
+def binary_masks(root: Path) -> None:
+    """Every mask as an object mask: 0 background, 255 object (what many annotation tools export)."""
+    for path in (root / "SegmentationClass").glob("*.png"):
+        mask = load_mask(path)
+        Image.fromarray(np.where((mask > 0) & (mask < 255), 255, 0).astype(np.uint8), mode="L").save(path)
+
+
+def test_binary_masks_are_refused_with_the_hint(voc_copy, tmp_path):
+    binary_masks(voc_copy)
+    with pytest.raises(PmmError) as error:
+        load_voc_split(voc_copy, "train", cache_dir=tmp_path)
+    message = one_line(error)
+    assert message.startswith(f"split 'train' of {voc_copy.resolve()}: none of its 8 images has a foreground label "
+                              "(their masks hold no class but 0 (background) and 255 (ignore)); binary 0/255 masks?")
+    assert "data.class_names=[background,<name>]" in message and "data.labels=xml" in message
+
+
+@pytest.mark.slow
+def test_cam_stage_on_binary_masks_stops_before_training(voc_copy, tmp_path):
+    """It used to train on no label at all and report cam_miou=1 (background alone)."""
+    binary_masks(voc_copy)
+    result = pmm_cli(["stage=cam", "data=voc", f"data.root={voc_copy}", "data.train_split=train", "trainer=cpu",
+                      "logger=none", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"],
+                     tmp_path)
+    assert "none of its 8 images has a foreground label" in one_error_line(result)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text()) if (tmp_path / "run" / "metrics.json").exists() else {}
+    assert "cam_miou" not in metrics
+
+
+# ------------------------------------------------------------------------------------- images by id
+
+def test_images_are_found_whatever_their_extension(voc_copy, tmp_path):
+    ids = (voc_copy / "ImageSets/Segmentation/train.txt").read_text().split()
+    images = voc_copy / "JPEGImages"
+    for image_id in ids[:3]:
+        with Image.open(images / f"{image_id}.jpg") as image:
+            image.save(images / f"{image_id}.png")
+        (images / f"{image_id}.jpg").unlink()
+    split = load_voc_split(voc_copy, "train", cache_dir=tmp_path)
+    assert split.image_path(ids[0]).name == f"{ids[0]}.png" and split.image_path(ids[5]).name == f"{ids[5]}.jpg"
+    assert split.load_image(ids[0]).shape[:2] == split.image_sizes[ids[0]]
+
+    with Image.open(images / f"{ids[4]}.jpg") as image:
+        image.save(images / f"{ids[4]}.webp")
+    with pytest.raises(PmmError) as error:
+        load_voc_split(voc_copy, "train", cache_dir=tmp_path)
+    assert one_line(error) == (
+        f"{(images / f'{ids[4]}.jpg').resolve()}: id {ids[4]} has 2 image files: {ids[4]}.jpg and {ids[4]}.webp; "
+        "keep one image file per id (pmm finds an id's image whatever its extension)")
+
+
+# ------------------------------------------------------------------------------------- wrong hints
+
+def test_data_root_above_the_tree_suggests_the_subfolder(voc_copy, tmp_path):
+    parent = voc_copy.parent
+    (voc_copy.parent / "VOC2012").mkdir()
+    for name in ("JPEGImages", "SegmentationClass", "ImageSets"):
+        (voc_copy / name).rename(parent / "VOC2012" / name)
+    with pytest.raises(PmmError) as error:
+        load_voc_split(parent, "train", cache_dir=tmp_path / "cache")
+    assert one_line(error).endswith(f"; {parent.resolve() / 'VOC2012'} has that layout: did you mean "
+                                    f"data.root={parent.resolve() / 'VOC2012'}?")
+
+
+def test_predict_output_that_is_a_file(tmp_path):
+    from pmm.io import check_writable
+
+    (tmp_path / "out.png").write_bytes(b"x")
+    with pytest.raises(PmmError) as error:
+        check_writable(tmp_path / "out.png", "output")
+    assert one_line(error) == (f"output={tmp_path / 'out.png'}: is a file, not a folder; give a folder "
+                               "(output is created if missing)")
