@@ -248,3 +248,23 @@ def test_stage_eval_command_exports(voc_copy, tmp_path, tiny_ckpt):
     assert "not scored" in done.stdout + done.stderr
     assert (run_dir / "results/voc2012_test_comp6.tar.gz").is_file()
     assert json.loads((run_dir / "metrics.json").read_text())["val_scored"] is False
+
+
+def test_predict_large_photo_is_segmented_at_max_long(tiny_ckpt, tmp_path):
+    """A photo longer than max_long: decoded and segmented small, its mask at the full size."""
+    import pmm.predict as predict
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    with Image.open(Path(__file__).resolve().parents[2] / "shared/data/voc_samples/JPEGImages/voc_sample_00.jpg") as image:
+        image.convert("RGB").resize((1200, 900)).save(photos / "big.jpg", quality=90)
+    image, error, full = predict.read_image(photos / "big.jpg", max_long=300)
+    assert error is None and full == (900, 1200) and image.shape == (225, 300, 3)
+    out = tmp_path / "out"
+    assert run_predict([f"seg_ckpt={tiny_ckpt}", f"input={photos}", f"output={out}", "num_workers=0", "max_long=300"]) == 0
+    with Image.open(out / "masks" / "big.png") as mask, Image.open(out / "overlays" / "big.jpg") as overlay:
+        assert mask.size == (1200, 900) and overlay.size == (300, 225)
+    summary = json.loads((out / "summary.json").read_text())
+    record = summary["images"][0]
+    assert summary["max_long"] == 300 and (record["width"], record["height"]) == (1200, 900)
+    assert record["segmented_at"] == {"width": 300, "height": 225}

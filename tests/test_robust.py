@@ -156,3 +156,15 @@ def test_predict_output_that_is_a_file(tmp_path):
         check_writable(tmp_path / "out.png", "output")
     assert one_line(error) == (f"output={tmp_path / 'out.png'}: is a file, not a folder; give a folder "
                                "(output is created if missing)")
+
+
+# ------------------------------------------------------------------------------------- large photos
+
+def test_predict_batches_are_bounded_in_pixels():
+    from pmm.predict import scaled_size, size_batches
+
+    assert scaled_size(3000, 4000, 2048) == (1536, 2048) and scaled_size(300, 400, 2048) == (300, 400)
+    assert scaled_size(3000, 4000, None) == (3000, 4000)
+    sizes = [(100, 100)] * 5 + [(1536, 2048)] * 3 + [None]
+    assert size_batches(sizes, 4, 2048 * 2048) == [[0, 1, 2, 3], [4, 5], [6], [7, 8]]
+    assert size_batches(sizes, 16, None) == [list(range(9))]
