@@ -250,6 +250,28 @@ def test_stage_eval_command_exports(voc_copy, tmp_path, tiny_ckpt):
     assert json.loads((run_dir / "metrics.json").read_text())["val_scored"] is False
 
 
+def test_eval_with_some_masks_missing_scores_the_rest(voc_copy, tmp_path, tiny_ckpt, caplog):
+    """One val mask missing: the others are scored, the missing id is named and counted (never silently unscored)."""
+    import logging
+
+    from pmm.stages import eval as evaluate
+
+    ids = (voc_copy / "ImageSets/Segmentation/val.txt").read_text().split()[:4]
+    (voc_copy / "ImageSets/Segmentation/val.txt").write_text("\n".join(ids) + "\n")
+    (voc_copy / "SegmentationClass" / f"{ids[2]}.png").unlink()
+    ctx, run_dir = eval_context(voc_copy, tmp_path, tiny_ckpt, "eval.figures=1")
+    with caplog.at_level(logging.INFO, logger="pmm"):
+        result = evaluate.run(ctx)
+    assert result["val_scored"] is True and result["val_num_scored"] == 3 and result["val_unscored_ids"] == [ids[2]]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["val_num_scored"] == 3 and metrics["val_unscored_ids"] == [ids[2]] and 0 <= metrics["val_miou"] <= 1
+    report = json.loads((run_dir / "eval_report.json").read_text())
+    assert report["num_images"] == 3 and report["unscored_ids"] == [ids[2]]
+    assert sorted(p.stem for p in (run_dir / "predictions" / "val").glob("*.png")) == sorted(ids)  # all predicted
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(f"1 of its 4 images have no ground-truth mask" in m and ids[2] in m for m in warned), caplog.text
+
+
 def test_predict_large_photo_is_segmented_at_max_long(tiny_ckpt, tmp_path):
     """A photo longer than max_long: decoded and segmented small, its mask at the full size."""
     import pmm.predict as predict
