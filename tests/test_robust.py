@@ -54,6 +54,73 @@ def one_line(error: pytest.ExceptionInfo) -> str:
     return message
 
 
+# ------------------------------------------------------------------------------------- config typos
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("pseudo.alpah=3", "pmm: error: pseudo.alpah=3: there is no key pseudo.alpah in the config; "
+                           "did you mean pseudo.alpha?"),
+        ("data=vco", "pmm: error: data=vco: config group data has no option 'vco' (options: coco, synthetic, voc); "
+                     "did you mean data=voc?"),
+        ("seg.loss.mode=[clamp", "pmm: error: seg.loss.mode=[clamp: not an override Hydra can read"),
+    ],
+)
+def test_config_typo_is_one_line_with_the_closest_key(tmp_path, override, words):
+    result = pmm_cli([override, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert one_error_line(result).startswith(words)
+    assert not (tmp_path / "run").exists()
+
+
+def test_hydra_full_error_keeps_hydras_own_report(tmp_path):
+    result = pmm_cli(["pseudo.alpah=3"], tmp_path, env={"HYDRA_FULL_ERROR": "1"})
+    assert result.returncode == 1 and "Traceback" in result.stderr and "ConfigCompositionException" in result.stderr
+
+
+def test_predict_typo_is_one_line(tmp_path):
+    result = pmm_cli(["seg_ckpt=x.ckpt", "input=photos", "outptu=out"], tmp_path, module="pmm.predict")
+    assert one_error_line(result) == "pmm: error: outptu=out: there is no key outptu in the config; did you mean output?"
+
+
+@pytest.fixture
+def compose_run():
+    """Compose pmm.run's config as the command line does (hydra node and its task overrides included)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        yield lambda overrides: compose("config", overrides=overrides, return_hydra_config=True)
+    GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize("overrides", [
+    ["+trainer.gradient_clip_val=1.0"],                                     # a Lightning Trainer argument
+    ["+cam_ckpt=runs/a/last.ckpt"],                                          # a key of the config (null)
+    ["+logger.tb._target_=pytorch_lightning.loggers.TensorBoardLogger", "+logger.tb.save_dir=tb"],
+    ["+callbacks.cam.stop._target_=pytorch_lightning.callbacks.EarlyStopping", "+callbacks.cam.stop.monitor=val/mAP"],
+    ["+hydra.job.env_set.PMM_FLAG=1"],                                       # Hydra's own keys
+    ["experiment=voc_paper", "+trainer.gradient_clip_val=0.5"],             # a preset, then an argument
+])
+def test_added_keys_that_something_reads_are_accepted(compose_run, overrides):
+    from pmm.runtime.config_check import check_added_keys
+
+    check_added_keys(compose_run(overrides), "config")
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("+pseudo.alpah=3", "+pseudo.alpah=3: pmm never reads pseudo.alpah (not a key of its config); did you mean pseudo.alpha?"),
+    ("+trainer.gradient_clip_vale=1", "+trainer.gradient_clip_vale=1: pytorch_lightning.Trainer takes no argument "
+                                      "gradient_clip_vale; did you mean trainer.gradient_clip_val?"),
+    ("+cam.optimizer.momentum=0.9", "+cam.optimizer.momentum=0.9: torch.optim.AdamW takes no argument momentum"),
+    ("+data.crop=64", "+data.crop=64: pmm.data.sources.SyntheticDataset takes no argument crop"),
+    ("+seg.extra.lr=1", "+seg.extra.lr=1: pmm never reads seg.extra.lr"),
+])
+def test_added_keys_pmm_never_reads_are_refused(compose_run, override, message):
+    from pmm.runtime.config_check import check_added_keys
+
+    with pytest.raises(PmmError) as error:
+        check_added_keys(compose_run([override]), "config")
+    assert one_line(error).startswith(message)
+
+
 # ------------------------------------------------------------------------------------- masks
 
 def test_16_bit_masks_are_read_with_their_full_values(voc_copy, tmp_path):

@@ -389,6 +389,9 @@ def _show_input(value) -> str:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> float | None:
+    from pmm.runtime.config_check import restore_hydra_error_reporting
+
+    restore_hydra_error_reporting()
     try:
         summary = predict(cfg)
     except PmmError as error:
@@ -397,5 +400,12 @@ def main(cfg: DictConfig) -> float | None:
     return float(summary["num_images"]) if summary else math.nan
 
 
+def cli() -> None:
+    """``python -m pmm.predict``: a command line Hydra refuses is one ``pmm: error:`` line."""
+    from pmm.runtime.config_check import run_hydra_main
+
+    run_hydra_main(main, "predict")
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -17,7 +17,6 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 import hydra  # noqa: E402
-import pytorch_lightning as pl  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
@@ -89,6 +88,8 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
     """Run the stages ``cfg.stage`` names into ``run_dir``; return the run's metrics."""
     if cfg.stage not in PIPELINES:
         raise PmmError(f"stage={cfg.stage}: unknown stage; choose one of {', '.join(PIPELINES)}")
+    import pytorch_lightning as pl  # here, not at the top: a bad command line is reported without Lightning's import
+
     from pmm.io import check_writable
     from pmm.runtime.smoke import apply_smoke
     from pmm.settings import Settings
@@ -125,6 +126,9 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from pmm.runtime.config_check import restore_hydra_error_reporting
+
+    restore_hydra_error_reporting()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode.name == "MULTIRUN"
     try:
@@ -169,7 +173,9 @@ def cli() -> None:
     if problem:
         print(f"pmm: error: {problem}", file=sys.stderr)
         sys.exit(2)
-    main()
+    from pmm.runtime.config_check import run_hydra_main
+
+    run_hydra_main(main, "config")
 
 
 if __name__ == "__main__":
