@@ -121,6 +121,50 @@ def test_added_keys_pmm_never_reads_are_refused(compose_run, override, message):
     assert one_line(error).startswith(message)
 
 
+# ------------------------------------------------------------------------------------- devices
+
+@pytest.fixture(scope="module")
+def trainer_cfg():
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        yield lambda overrides: compose("config", overrides=overrides)
+    GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize(("overrides", "cuda", "message"), [
+    (["trainer=gpu"], 0, "trainer.accelerator=gpu but this machine has 0 CUDA devices; use trainer=cpu or run on a GPU machine"),
+    (["trainer.accelerator=gpu", "trainer.devices=8"], 0,
+     "trainer.devices=8 but this machine has 0 CUDA devices; use trainer=cpu or run on a GPU machine"),
+    (["trainer=gpu", "trainer.devices=8"], 2, "trainer.devices=8 but this machine has 2 CUDA devices; use trainer.devices=2"),
+    (["trainer=gpu", "trainer.devices=[0,3]"], 2, "trainer.devices=[0,3]: device 3 does not exist, this machine has 2 CUDA devices"),
+    (["trainer=ddp"], 0, "trainer.devices=2 but this machine has 0 CUDA devices; use trainer=cpu or run on a GPU machine "
+                         "(trainer.accelerator=cpu trainer.devices=2 runs 2 CPU processes)"),
+    (["trainer.devices=0"], 0, "trainer.devices=0: expected a number of devices >= 1, -1 or auto"),
+    (["trainer.accelerator=gpus"], 1, "trainer.accelerator=gpus: expected one of cpu, gpu (cuda), mps or auto"),
+    (["trainer.precision=17"], 0, "trainer.precision=17: expected one of 32-true, 16-mixed"),
+    (["trainer.precision=transformer-engine"], 0, "trainer.precision=transformer-engine needs an NVIDIA GPU"),
+])
+def test_trainer_settings_the_machine_cannot_run(trainer_cfg, overrides, cuda, message):
+    from pmm.runtime.devices import check_devices
+
+    with pytest.raises(PmmError) as error:
+        check_devices(trainer_cfg(overrides), cuda_count=cuda)
+    assert one_line(error).startswith(message)
+
+
+@pytest.mark.parametrize(("overrides", "cuda"), [
+    ([], 0), (["trainer=cpu"], 0), (["trainer=gpu"], 1), (["trainer=gpu", "trainer.devices=-1"], 4),
+    (["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"], 0),   # CPU DDP (gloo)
+    (["trainer=gpu", "debug=default"], 0),                                  # debug=default runs on the CPU
+    (["trainer=gpu", "debug=smoke"], 0),                                    # the smoke forces the CPU
+    (["trainer.precision=16-mixed"], 0),                                    # bf16 on the CPU (pmm.runtime.trainer)
+])
+def test_trainer_settings_the_machine_can_run(trainer_cfg, overrides, cuda):
+    from pmm.runtime.devices import check_devices
+
+    check_devices(trainer_cfg(overrides), cuda_count=cuda)
+
+
 # ------------------------------------------------------------------------------------- masks
 
 def test_16_bit_masks_are_read_with_their_full_values(voc_copy, tmp_path):

@@ -91,11 +91,13 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
     import pytorch_lightning as pl  # here, not at the top: a bad command line is reported without Lightning's import
 
     from pmm.io import check_writable
+    from pmm.runtime.devices import check_devices
     from pmm.runtime.smoke import apply_smoke
     from pmm.settings import Settings
 
     apply_smoke(cfg)
     Settings.from_config(cfg)  # every setting's range, before any work
+    check_devices(cfg)  # what the trainer asks for against this machine, before any file is written
     check_writable(run_dir, "hydra.run.dir")
     quiet_other_ranks()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
