@@ -63,6 +63,8 @@ def one_line(error: pytest.ExceptionInfo) -> str:
                            "did you mean pseudo.alpha?"),
         ("data=vco", "pmm: error: data=vco: config group data has no option 'vco' (options: coco, synthetic, voc); "
                      "did you mean data=voc?"),
+        ("+pseudo.alpah=3", "pmm: error: +pseudo.alpah=3: pmm never reads pseudo.alpah (not a key of its config); "
+                            "did you mean pseudo.alpha?"),
         ("seg.loss.mode=[clamp", "pmm: error: seg.loss.mode=[clamp: not an override Hydra can read"),
     ],
 )
@@ -165,6 +167,17 @@ def test_trainer_settings_the_machine_can_run(trainer_cfg, overrides, cuda):
     check_devices(trainer_cfg(overrides), cuda_count=cuda)
 
 
+def test_gpu_trainer_on_a_cpu_machine_stops_before_the_run_folder(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = pmm_cli(["trainer.accelerator=gpu", "trainer.devices=8", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert one_error_line(result) == ("pmm: error: trainer.devices=8 but this machine has 0 CUDA devices; "
+                                      "use trainer=cpu or run on a GPU machine")
+    assert not (tmp_path / "run").exists()  # no metrics.json, no .hydra/, no run.log
+
+
 # ------------------------------------------------------------------------------------- masks
 
 def test_16_bit_masks_are_read_with_their_full_values(voc_copy, tmp_path):
@@ -244,6 +257,53 @@ def test_images_are_found_whatever_their_extension(voc_copy, tmp_path):
     assert one_line(error) == (
         f"{(images / f'{ids[4]}.jpg').resolve()}: id {ids[4]} has 2 image files: {ids[4]}.jpg and {ids[4]}.webp; "
         "keep one image file per id (pmm finds an id's image whatever its extension)")
+
+
+# ------------------------------------------------------------------------------------- one run per folder
+
+def test_a_second_run_on_a_locked_folder_is_refused(tmp_path):
+    from pmm.runtime.run_folder import LOCK_NAME, RunLock
+
+    run = tmp_path / "run"
+    lock = RunLock.acquire(run)  # held by this (live) process, as by a run in progress
+    try:
+        result = pmm_cli(["stage=cam", f"hydra.run.dir={run}"], tmp_path)
+        line = one_error_line(result)
+        assert line.startswith(f"pmm: error: hydra.run.dir={run}: another pmm run is writing this folder "
+                               f"(pid {os.getpid()} on ")
+        assert line.endswith("wait for it to finish or give another hydra.run.dir")
+        assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]  # nothing of the second run written
+    finally:
+        lock.release()
+    assert not (run / LOCK_NAME).exists()
+
+
+def test_the_lock_of_a_dead_run_is_taken_over(tmp_path, capsys):
+    from pmm.runtime.run_folder import LOCK_NAME, RunLock
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    run = tmp_path / "run"
+    run.mkdir()
+    import socket
+
+    (run / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "started": "then"}))
+    lock = RunLock.acquire(run)
+    err = capsys.readouterr().err
+    assert err.startswith(f"pmm: warning: hydra.run.dir={run}: the run that locked this folder is gone (pid {pid} on ")
+    assert json.loads((run / LOCK_NAME).read_text())["pid"] == os.getpid()
+    lock.release()
+    assert not (run / LOCK_NAME).exists()
+
+
+def test_time_stamped_folders_never_collide(tmp_path):
+    from pmm.runtime.run_folder import _time_stamped, unique_folder
+    from omegaconf import OmegaConf
+
+    base = tmp_path / "outputs" / "cam" / "runs" / "2026-01-01_12-00-00"
+    assert [unique_folder(base).name for _ in range(3)] == [base.name, f"{base.name}-2", f"{base.name}-3"]
+    node = OmegaConf.load(Path(CONF_DIR) / "hydra" / "default.yaml").run
+    assert _time_stamped(node, "dir") and not _time_stamped(OmegaConf.create({"dir": "runs/voc"}), "dir")
 
 
 # ------------------------------------------------------------------------------------- wrong hints
