@@ -306,6 +306,89 @@ def test_time_stamped_folders_never_collide(tmp_path):
     assert _time_stamped(node, "dir") and not _time_stamped(OmegaConf.create({"dir": "runs/voc"}), "dir")
 
 
+# ------------------------------------------------------------------------------------- Ctrl-C
+
+def run_until(args: list[str], tmp_path: Path, marker: Path, timeout: float = 240) -> subprocess.Popen:
+    """Start ``python -m pmm.run ARGS`` in its own session, and wait until ``marker`` exists (it is training)."""
+    environment = {**os.environ, "PMM_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1",
+                   "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    process = subprocess.Popen([sys.executable, "-m", "pmm.run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=environment, cwd=tmp_path, start_new_session=True,
+                               # a shell's background job ignores SIGINT; a terminal's foreground job does not
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    start = time.monotonic()
+    while not marker.exists():
+        if process.poll() is not None or time.monotonic() - start > timeout:
+            process.kill()
+            pytest.fail(f"the run ended or stalled before {marker} appeared: {process.communicate()[1][-3000:]}")
+        time.sleep(0.2)
+    return process
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
+    run = tmp_path / "run"
+    args = ["stage=cam", "debug=default", "cam.max_epochs=40", "data.generate.num_train=8", "data.generate.num_val=4",
+            "cam.scales=[1.0]", "logger=none"]
+    process = run_until([*args, f"hydra.run.dir={run}"], tmp_path, run / "checkpoints" / "cam" / "last.ckpt")
+    time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    line = err.strip().splitlines()[-1]
+    checkpoint = run.resolve() / "checkpoints" / "cam" / "last.ckpt"
+    assert line.startswith("pmm: interrupted at cam, epoch "), line
+    assert line.endswith(f"; resume with `ckpt_path={checkpoint} hydra.run.dir={run.resolve()}` "
+                         "(the rest of the command unchanged)"), line
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["interrupted"] is True and metrics["interrupted_stage"] == "cam"
+    assert f"epoch {metrics['interrupted_epoch']} " in line and "cam_miou" not in metrics
+
+    # The resume runs in the same folder (the lock went with the interrupted run) and finishes.
+    resumed = pmm_cli([*args, "cam.max_epochs=2", f"ckpt_path={checkpoint}", f"hydra.run.dir={run}"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "cam_miou" in metrics and "interrupted" not in metrics
+
+
+def test_interrupt_lines_name_the_stage_and_the_resume(tmp_path):
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from pmm.runtime.context import RunContext
+    from pmm.runtime.interrupt import interruption, is_user_interrupt
+
+    ctx = RunContext(OmegaConf.create({}), tmp_path)
+    line, record = interruption(ctx, "seg", "all")
+    assert line == ("interrupted at seg, before training started; no checkpoint was saved yet (one is written at the "
+                    "end of every epoch): rerun the command to start over")
+    (tmp_path / "checkpoints" / "cam").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "cam" / "last.ckpt").write_bytes(b"x")
+    (tmp_path / "pseudo_masks" / "round_0").mkdir(parents=True)
+    (tmp_path / "pseudo_masks" / "round_0" / "a.png").write_bytes(b"x")
+    line, record = interruption(ctx, "pseudo", "all")
+    assert line == (f"interrupted at pseudo (mask generation, 1 masks written); resume with `ckpt_path="
+                    f"{tmp_path / 'checkpoints/cam/last.ckpt'} pseudo.resume=true hydra.run.dir={tmp_path}` "
+                    "(the rest of the command unchanged)")
+    assert record == {"interrupted": True, "interrupted_stage": "pseudo"}
+    fitting = SimpleNamespace(current_epoch=3, global_step=40, state=SimpleNamespace(finished=False),
+                              checkpoint_callback=SimpleNamespace(last_model_path=""))
+    ctx.track_trainer("cam", fitting)
+    line, record = interruption(ctx, "cam", "cam")
+    assert line.startswith("interrupted at cam, epoch 3 (step 40); resume with `ckpt_path=")
+    assert record["interrupted_epoch"] == 3
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        try:
+            raise SystemExit(1)  # what Lightning's trainer raises after its graceful shutdown
+        except SystemExit as stop:
+            assert is_user_interrupt(stop)
+    assert not is_user_interrupt(SystemExit(1))
+
+
 # ------------------------------------------------------------------------------------- wrong hints
 
 def test_data_root_above_the_tree_suggests_the_subfolder(voc_copy, tmp_path):

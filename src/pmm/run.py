@@ -35,6 +35,7 @@ PIPELINES: dict[str, tuple[str, ...]] = {
     "eval": ("eval",),
     "all": ("cam", "pseudo", "seg"),
 }
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 HEADLINE = {"cam": "cam_miou", "pseudo": "pseudo_miou", "seg": "val_miou", "eval": "val_miou", "all": "val_miou"}
 
 
@@ -92,6 +93,7 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
 
     from pmm.io import check_writable
     from pmm.runtime.devices import check_devices
+    from pmm.runtime.interrupt import RECORD_KEYS, RunInterrupted, interruption, is_user_interrupt
     from pmm.runtime.smoke import apply_smoke
     from pmm.settings import Settings
 
@@ -117,10 +119,18 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
         num_train_images=len(train_split),
         num_val_images=len(val_split),
         seed=cfg.seed,
+        remove=RECORD_KEYS,  # a resumed run: where the last one stopped no longer holds
     )
+    current = None
     try:
-        for name in stages:
-            stage_runner(name)(ctx)
+        for current in stages:
+            stage_runner(current)(ctx)
+    except BaseException as stop:
+        if current is None or not is_user_interrupt(stop):
+            raise
+        line, record = interruption(ctx, current, cfg.stage)
+        ctx.record(**record)
+        raise RunInterrupted(line) from None
     finally:
         finish_trackers()
     return ctx.read_metrics()
@@ -129,6 +139,7 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from pmm.runtime.config_check import restore_hydra_error_reporting
+    from pmm.runtime.interrupt import RunInterrupted
 
     restore_hydra_error_reporting()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -141,6 +152,12 @@ def main(cfg: DictConfig) -> float | None:
             return math.nan
         print(f"pmm: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except RunInterrupted as stop:
+        print(f"pmm: {stop}", file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT)
+    except KeyboardInterrupt:
+        print("pmm: interrupted before the first stage started; nothing to resume, rerun the command", file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT)
     key = cfg.optimized_metric or HEADLINE[cfg.stage]
     value = metrics.get(key)
     shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -177,7 +194,7 @@ def cli() -> None:
         sys.exit(2)
     from pmm.runtime.config_check import run_hydra_main
 
-    run_hydra_main(main, "config")
+    run_hydra_main(main, "config", interrupted_exit=INTERRUPTED_EXIT)
 
 
 if __name__ == "__main__":

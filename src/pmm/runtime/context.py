@@ -34,6 +34,11 @@ class RunContext:
     run_dir: Path
     _dataset: object | None = field(default=None, repr=False)
     _eval_split: object | None = field(default=None, repr=False)
+    trainers: dict = field(default_factory=dict, repr=False)  # stage -> its latest Trainer, "latest" -> the newest
+
+    def track_trainer(self, stage: str, trainer) -> None:
+        """Remember the Trainer a stage built (where a Ctrl-C stopped: :mod:`pmm.runtime.interrupt`)."""
+        self.trainers[stage] = self.trainers["latest"] = trainer
 
     @property
     def dataset(self):
