@@ -33,9 +33,9 @@ SRC = str(Path(pmm.__file__).resolve().parents[1])
 
 def pmm_cli(args: list[str], tmp_path: Path, module: str = "pmm.run", env: dict | None = None,
             timeout: int = 300) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "PMM_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1",
-                   "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
-    environment.pop("HYDRA_FULL_ERROR", None) if not (env or {}).get("HYDRA_FULL_ERROR") else None
+    environment = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
+    environment.update({"PMM_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1",
+                        "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})})
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=environment,
                           cwd=tmp_path, timeout=timeout)
 
