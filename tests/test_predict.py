@@ -272,13 +272,13 @@ def test_eval_with_some_masks_missing_scores_the_rest(voc_copy, tmp_path, tiny_c
     assert any(f"1 of its 4 images have no ground-truth mask" in m and ids[2] in m for m in warned), caplog.text
 
 
-def test_predict_large_photo_is_segmented_at_max_long(tiny_ckpt, tmp_path):
+def test_predict_large_photo_is_segmented_at_max_long(tiny_ckpt, tmp_path, voc_samples):
     """A photo longer than max_long: decoded and segmented small, its mask at the full size."""
     import pmm.predict as predict
 
     photos = tmp_path / "photos"
     photos.mkdir()
-    with Image.open(Path(__file__).resolve().parents[2] / "shared/data/voc_samples/JPEGImages/voc_sample_00.jpg") as image:
+    with Image.open(voc_samples / "JPEGImages" / "voc_sample_00.jpg") as image:
         image.convert("RGB").resize((1200, 900)).save(photos / "big.jpg", quality=90)
     image, error, full = predict.read_image(photos / "big.jpg", max_long=300)
     assert error is None and full == (900, 1200) and image.shape == (225, 300, 3)
