@@ -248,3 +248,45 @@ def test_stage_eval_command_exports(voc_copy, tmp_path, tiny_ckpt):
     assert "not scored" in done.stdout + done.stderr
     assert (run_dir / "results/voc2012_test_comp6.tar.gz").is_file()
     assert json.loads((run_dir / "metrics.json").read_text())["val_scored"] is False
+
+
+def test_eval_with_some_masks_missing_scores_the_rest(voc_copy, tmp_path, tiny_ckpt, caplog):
+    """One val mask missing: the others are scored, the missing id is named and counted (never silently unscored)."""
+    import logging
+
+    from pmm.stages import eval as evaluate
+
+    ids = (voc_copy / "ImageSets/Segmentation/val.txt").read_text().split()[:4]
+    (voc_copy / "ImageSets/Segmentation/val.txt").write_text("\n".join(ids) + "\n")
+    (voc_copy / "SegmentationClass" / f"{ids[2]}.png").unlink()
+    ctx, run_dir = eval_context(voc_copy, tmp_path, tiny_ckpt, "eval.figures=1")
+    with caplog.at_level(logging.INFO, logger="pmm"):
+        result = evaluate.run(ctx)
+    assert result["val_scored"] is True and result["val_num_scored"] == 3 and result["val_unscored_ids"] == [ids[2]]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["val_num_scored"] == 3 and metrics["val_unscored_ids"] == [ids[2]] and 0 <= metrics["val_miou"] <= 1
+    report = json.loads((run_dir / "eval_report.json").read_text())
+    assert report["num_images"] == 3 and report["unscored_ids"] == [ids[2]]
+    assert sorted(p.stem for p in (run_dir / "predictions" / "val").glob("*.png")) == sorted(ids)  # all predicted
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(f"1 of its 4 images have no ground-truth mask" in m and ids[2] in m for m in warned), caplog.text
+
+
+def test_predict_large_photo_is_segmented_at_max_long(tiny_ckpt, tmp_path, voc_samples):
+    """A photo longer than max_long: decoded and segmented small, its mask at the full size."""
+    import pmm.predict as predict
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    with Image.open(voc_samples / "JPEGImages" / "voc_sample_00.jpg") as image:
+        image.convert("RGB").resize((1200, 900)).save(photos / "big.jpg", quality=90)
+    image, error, full = predict.read_image(photos / "big.jpg", max_long=300)
+    assert error is None and full == (900, 1200) and image.shape == (225, 300, 3)
+    out = tmp_path / "out"
+    assert run_predict([f"seg_ckpt={tiny_ckpt}", f"input={photos}", f"output={out}", "num_workers=0", "max_long=300"]) == 0
+    with Image.open(out / "masks" / "big.png") as mask, Image.open(out / "overlays" / "big.jpg") as overlay:
+        assert mask.size == (1200, 900) and overlay.size == (300, 225)
+    summary = json.loads((out / "summary.json").read_text())
+    record = summary["images"][0]
+    assert summary["max_long"] == 300 and (record["width"], record["height"]) == (1200, 900)
+    assert record["segmented_at"] == {"width": 300, "height": 225}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -248,7 +249,7 @@ def _break_no_cls(voc: Path, sbd: Path) -> str:
     for path in (sbd / "cls").iterdir():
         path.unlink()
     (sbd / "cls").rmdir()
-    return "no cls + train.txt + val.txt found"
+    return "dataset: no cls in this folder (it has train.txt and val.txt); point --sbd at"  # the one that is missing
 
 
 def _break_field(voc: Path, sbd: Path) -> str:
@@ -296,6 +297,14 @@ def test_bad_voc_input(raw, tmp_path, capsys, breaker):
     assert not list(out.rglob(".*.tmp*")) if out.exists() else True
 
 
+def _without(voc: Path, folder: str, tmp: Path) -> Path:
+    """A copy of the VOC folder lacking ``folder``, inside a VOC2012 folder (its own name)."""
+    copy = tmp / "partial" / "VOC2012"
+    shutil.copytree(voc, copy, symlinks=True)
+    shutil.rmtree(copy / folder)
+    return copy.parent
+
+
 @pytest.mark.parametrize(
     "argv_of, expected",
     [
@@ -303,6 +312,8 @@ def test_bad_voc_input(raw, tmp_path, capsys, breaker):
         (lambda voc, sbd, tmp: ["--voc", str(voc), "--sbd", str(voc / "ImageSets/Segmentation/train.txt")],
          "train.txt: neither a folder nor a tar archive; point --sbd at"),
         (lambda voc, sbd, tmp: ["--voc", str(sbd), "--sbd", str(sbd)], "no JPEGImages + SegmentationClass"),
+        (lambda voc, sbd, tmp: ["--voc", str(_without(voc, "SegmentationClass", tmp)), "--sbd", str(sbd)],
+         "VOC2012: no SegmentationClass in this folder (it has JPEGImages and ImageSets/Segmentation); point --voc at"),
         (lambda voc, sbd, tmp: ["--voc", str(voc), "--sbd", str(sbd), "--workers", "0"], "workers=0"),
     ],
 )

@@ -58,6 +58,8 @@ def os_error_line(path: str | os.PathLike, error: OSError, writing: str = "a che
 def check_writable(folder: str | os.PathLike, key: str = "hydra.run.dir") -> None:
     """Create ``folder`` if needed and write/delete a probe file in it; a one-line PmmError otherwise."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise PmmError(f"{key}={folder}: is a file, not a folder; give a folder ({key} is created if missing)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         handle, probe = tempfile.mkstemp(dir=folder, prefix=".pmm-write-probe.")
@@ -135,22 +137,50 @@ def describe_decode_error(path: str | os.PathLike, error: BaseException) -> str:
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image.DecompressionBombError)
 
 
+MASK_MODES = ("P", "L", "I;16", "I;16L", "I;16B", "I;16N", "I")  # palette, 8-bit, 16-bit and 32-bit greyscale
+MASK_FORMAT = ("expected a palette (P) or greyscale (L) PNG whose pixel values are class ids "
+               "(VOC SegmentationClass format)")
+
+
+def label_map(image: Image.Image) -> tuple[np.ndarray | None, str | None]:
+    """(HxW uint8 class ids, None) of a decoded mask, or (None, what is wrong with it).
+
+    8-bit masks are read as they are. 16-bit and 32-bit greyscale masks are read with their full
+    values (never wrapped to 8 bits: 260 is not class 4); they are accepted when every value fits a
+    class id (0..254, 255 = ignore) and refused, saying which value was found, otherwise.
+    """
+    if image.mode not in MASK_MODES:
+        return None, f"mask is an {image.mode} image"
+    if image.mode in ("P", "L"):
+        return np.asarray(image, dtype=np.uint8), None
+    values = np.asarray(image)
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or high > 255:
+        bits = 32 if image.mode == "I" else 16
+        shown = high if high > 255 else low
+        return None, (f"{bits}-bit mask holds the value {shown}, which is no class id "
+                      "(pmm reads class ids 0..254 and 255 = ignore)")
+    return values.astype(np.uint8), None
+
+
 def load_mask(path: str | os.PathLike) -> np.ndarray:
     """Read a label PNG as HxW uint8 class ids. Palette PNGs give indices; greyscale gives values.
 
+    16-/32-bit greyscale masks are read losslessly (:func:`label_map`).
+
     Raises:
-        PmmError: one line naming the file when it is missing, empty, truncated, undecodable or
-            not a palette/greyscale image.
+        PmmError: one line naming the file when it is missing, empty, truncated, undecodable,
+            not a palette/greyscale image, or holds a value beyond 255.
     """
     try:
         with Image.open(path) as image:
-            if image.mode not in ("P", "L", "I", "I;16"):
-                raise PmmError(
-                    f"{path}: mask is an {image.mode} image; expected a palette (P) or greyscale (L) PNG "
-                    "whose pixel values are class ids (VOC SegmentationClass format)"
-                )
+            if image.mode not in MASK_MODES:
+                raise PmmError(f"{path}: mask is an {image.mode} image; {MASK_FORMAT}")
             image.load()  # decode the whole file now: a truncated PNG fails here, not later
-            return np.asarray(image, dtype=np.uint8).copy()
+            mask, problem = label_map(image)
+            if problem:
+                raise PmmError(f"{path}: {problem}; store the class ids as an 8-bit palette or greyscale PNG")
+            return mask.copy()
     except FileNotFoundError:
         raise PmmError(f"{path}: mask file not found") from None
     except PmmError:
@@ -214,10 +244,12 @@ def write_json(path: str | os.PathLike, payload: dict) -> None:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
-def update_json(path: str | os.PathLike, updates: dict) -> dict:
-    """Merge ``updates`` into the JSON object at ``path`` (created if missing); return the result."""
+def update_json(path: str | os.PathLike, updates: dict, remove: tuple[str, ...] = ()) -> dict:
+    """Merge ``updates`` into the JSON object at ``path`` (created if missing), drop the keys ``remove``; return the result."""
     path = Path(path)
     payload = json.loads(path.read_text()) if path.exists() else {}
     payload.update(updates)
+    for key in remove:
+        payload.pop(key, None)
     write_json(path, payload)
     return payload

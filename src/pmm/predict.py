@@ -9,6 +9,12 @@ and RGBA images are converted to RGB, EXIF rotation applied) it writes, under ``
 - ``shares/<name>.json``: the share of the image's pixels of each class present, by class name;
 
 and ``summary.json`` (settings, per-image sizes and shares, the files that could not be read).
+
+Memory is bounded by ``max_long`` (default 2048): an image whose long side is longer is decoded
+at reduced size (JPEG's own draft mode, then a resize), segmented at that size, and its mask
+enlarged (nearest neighbour) to the image's full size; its overlay stays at the reduced size. A
+forward pass holds at most ``max_long`` x ``max_long`` pixels (fewer images per batch when they
+are large). ``max_long=null`` segments every image at its full size.
 ``<name>`` is the file's path below the input folder without its extension (the file name for
 files given one by one; the extension is kept where two inputs would share a name).
 
@@ -150,32 +156,80 @@ def to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
 
 
-def read_image(path: Path) -> tuple[np.ndarray | None, str | None]:
-    """(H x W x 3 uint8, None), or (None, why the file cannot be read)."""
+def scaled_size(height: int, width: int, max_long: int | None) -> tuple[int, int]:
+    """(height, width) with the long side brought down to ``max_long`` (aspect kept); unchanged when shorter or None."""
+    long_side = max(height, width)
+    if not max_long or long_side <= max_long:
+        return height, width
+    scale = max_long / long_side
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def read_image(path: Path, max_long: int | None = None) -> tuple[np.ndarray | None, str | None, tuple[int, int] | None]:
+    """(H x W x 3 uint8, None, full size), or (None, why the file cannot be read, None).
+
+    With ``max_long`` an image with a longer side comes back at :func:`scaled_size`; ``full size``
+    is always the (height, width) of the whole image after EXIF rotation. A JPEG is decoded at
+    reduced scale directly (Pillow's draft mode), so its full-size pixels are never in memory.
+    """
     from pmm.io import DECODE_ERRORS, describe_decode_error
 
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            try:
+                turned = image.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF rotation by 90 degrees
+            except Exception:  # noqa: BLE001 - a broken EXIF block only loses the rotation
+                turned = False
+            full = (width, height) if turned else (height, width)
+            target = scaled_size(*full, max_long)
+            if target != full and image.format == "JPEG":
+                stored = (target[0], target[1]) if turned else (target[1], target[0])
+                image.draft("RGB", stored)  # at least that size: a 1/2, 1/4 or 1/8 scale decode
             image.load()
-            return to_rgb(image), None
+            rgb = to_rgb(image)
+        if rgb.shape[:2] != target:
+            rgb = np.asarray(Image.fromarray(rgb).resize((target[1], target[0]), Image.BILINEAR))
+        return rgb, None, full
     except DECODE_ERRORS as error:
-        return None, describe_decode_error(path, error)
+        return None, describe_decode_error(path, error), None
     except Exception as error:  # noqa: BLE001 - any plugin failure: this file is skipped, the others go on
-        return None, f"does not decode ({type(error).__name__}: {' '.join(str(error).split())})"
+        return None, f"does not decode ({type(error).__name__}: {' '.join(str(error).split())})", None
+
+
+def size_batches(sizes: Sequence[tuple[int, int] | None], batch_size: int, max_pixels: int | None) -> list[list[int]]:
+    """Consecutive indices in batches of at most ``batch_size`` images and ``max_pixels`` pixels (>= 1 image).
+
+    ``sizes`` are the sizes the images are segmented at (None: unknown, counted as one pixel).
+    """
+    batches: list[list[int]] = []
+    current: list[int] = []
+    pixels = 0
+    for index, size in enumerate(sizes):
+        area = size[0] * size[1] if size else 1
+        if current and (len(current) >= batch_size or (max_pixels and pixels + area > max_pixels)):
+            batches.append(current)
+            current, pixels = [], 0
+        current.append(index)
+        pixels += area
+    if current:
+        batches.append(current)
+    return batches
 
 
 class ImageFiles:
     """A map-style dataset of image files for a DataLoader: decoding runs in its worker processes."""
 
-    def __init__(self, paths: Sequence[Path]) -> None:
+    def __init__(self, paths: Sequence[Path], max_long: int | None = None) -> None:
         self.paths = list(paths)
+        self.max_long = max_long
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict:
-        image, error = read_image(self.paths[index])
-        return {"index": index, "image": image, "error": error}
+        image, error, full = read_image(self.paths[index], self.max_long)
+        return {"index": index, "image": image, "error": error, "full_size": full}
 
 
 # ------------------------------------------------------------------------------------------- outputs
@@ -243,17 +297,21 @@ def predict(cfg: DictConfig) -> dict:
     crf = CRFParams.from_config(OmegaConf.to_container(cfg.crf.seg, resolve=True), "crf.seg") if settings.get("crf") else None
     device = resolve_device(cfg.get("device"))
     batch_size = int(settings.get("batch_size") or 16)
+    max_long = cfg.get("max_long")
+    max_long = int(max_long) if max_long else None
 
     # Equal sizes next to each other, so a batch of files holds few sizes (each size is one forward pass).
     sizes = {path: read_size(path) for path, _ in inputs}
     ordered = sorted(range(len(inputs)), key=lambda i: (sizes[inputs[i][0]] is None, sizes[inputs[i][0]] or (0, 0), i))
     paths = [inputs[i][0] for i in ordered]
     names = [inputs[i][1] for i in ordered]
+    segmented = [scaled_size(*sizes[path], max_long) if sizes[path] else None for path in paths]
+    batches = size_batches(segmented, batch_size, max_long * max_long if max_long else None)
 
     net = net.to(device).eval()
     workers = int(cfg.get("num_workers") or 0)
     workers = min(workers, max(0, len(paths) // max(batch_size, 1)))  # worker start-up is wasted on a few images
-    files = DataLoader(ImageFiles(paths), batch_size=batch_size, shuffle=False, num_workers=workers,
+    files = DataLoader(ImageFiles(paths, max_long), batch_sampler=batches, num_workers=workers,
                        collate_fn=list_collate)
     alpha = float(cfg.get("overlay_alpha", 0.5))
     records: dict[int, dict] = {}
@@ -274,11 +332,14 @@ def predict(cfg: DictConfig) -> dict:
             if good:
                 images = [item["image"] for item in good]
                 with torch.inference_mode():
-                    masks = segment_images(net, images, None, tta=tta, crf=crf, batch_size=batch_size, device=device)
-                for item, image, mask in zip(good, images, masks):
+                    masks = segment_images(net, images, None, tta=tta, crf=crf, batch_size=len(images), device=device)
+                for item, image, small in zip(good, images, masks):
                     index, name = item["index"], names[item["index"]]
+                    save_image(output / "overlays" / f"{name}.jpg", overlay_mask(image, small, alpha), quality=90)
+                    full = item["full_size"] or small.shape
+                    mask = small if tuple(full) == small.shape else np.asarray(
+                        Image.fromarray(small).resize((full[1], full[0]), Image.NEAREST))
                     save_mask(output / "masks" / f"{name}.png", mask)
-                    save_image(output / "overlays" / f"{name}.jpg", overlay_mask(image, mask, alpha), quality=90)
                     shares = class_shares(mask, class_names)
                     write_json(output / "shares" / f"{name}.json", shares)
                     counts = np.bincount(mask.ravel(), minlength=len(class_names))[: len(class_names)]
@@ -287,6 +348,8 @@ def predict(cfg: DictConfig) -> dict:
                     records[index] = {"name": name, "input": str(paths[index]), "width": int(mask.shape[1]),
                                       "height": int(mask.shape[0]), "mask": f"masks/{name}.png",
                                       "overlay": f"overlays/{name}.jpg", "shares": shares}
+                    if small.shape != mask.shape:
+                        records[index]["segmented_at"] = {"width": int(small.shape[1]), "height": int(small.shape[0])}
             bar.update(len(batch))
 
     if not records:
@@ -301,6 +364,7 @@ def predict(cfg: DictConfig) -> dict:
         "palette": "VOC",
         "device": device,
         "eval": settings,
+        "max_long": max_long,
         "crf": asdict(crf) if crf is not None else None,
         "num_inputs": len(paths),
         "num_images": len(records),
@@ -325,6 +389,9 @@ def _show_input(value) -> str:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> float | None:
+    from pmm.runtime.config_check import restore_hydra_error_reporting
+
+    restore_hydra_error_reporting()
     try:
         summary = predict(cfg)
     except PmmError as error:
@@ -333,5 +400,12 @@ def main(cfg: DictConfig) -> float | None:
     return float(summary["num_images"]) if summary else math.nan
 
 
+def cli() -> None:
+    """``python -m pmm.predict``: a command line Hydra refuses is one ``pmm: error:`` line."""
+    from pmm.runtime.config_check import run_hydra_main
+
+    run_hydra_main(main, "predict")
+
+
 if __name__ == "__main__":
-    main()
+    cli()

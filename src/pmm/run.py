@@ -17,7 +17,6 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 import hydra  # noqa: E402
-import pytorch_lightning as pl  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
@@ -36,6 +35,7 @@ PIPELINES: dict[str, tuple[str, ...]] = {
     "eval": ("eval",),
     "all": ("cam", "pseudo", "seg"),
 }
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 HEADLINE = {"cam": "cam_miou", "pseudo": "pseudo_miou", "seg": "val_miou", "eval": "val_miou", "all": "val_miou"}
 
 
@@ -89,12 +89,17 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
     """Run the stages ``cfg.stage`` names into ``run_dir``; return the run's metrics."""
     if cfg.stage not in PIPELINES:
         raise PmmError(f"stage={cfg.stage}: unknown stage; choose one of {', '.join(PIPELINES)}")
+    import pytorch_lightning as pl  # here, not at the top: a bad command line is reported without Lightning's import
+
     from pmm.io import check_writable
+    from pmm.runtime.devices import check_devices
+    from pmm.runtime.interrupt import RECORD_KEYS, RunInterrupted, interruption, is_user_interrupt
     from pmm.runtime.smoke import apply_smoke
     from pmm.settings import Settings
 
     apply_smoke(cfg)
     Settings.from_config(cfg)  # every setting's range, before any work
+    check_devices(cfg)  # what the trainer asks for against this machine, before any file is written
     check_writable(run_dir, "hydra.run.dir")
     quiet_other_ranks()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -120,10 +125,18 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
         num_val_images=len(val_split),
         seed=cfg.seed,
         batch=batches,
+        remove=RECORD_KEYS,  # a resumed run: where the last one stopped no longer holds
     )
+    current = None
     try:
-        for name in stages:
-            stage_runner(name)(ctx)
+        for current in stages:
+            stage_runner(current)(ctx)
+    except BaseException as stop:
+        if current is None or not is_user_interrupt(stop):
+            raise
+        line, record = interruption(ctx, current, cfg.stage)
+        ctx.record(**record)
+        raise RunInterrupted(line) from None
     finally:
         finish_trackers()
     return ctx.read_metrics()
@@ -131,6 +144,10 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from pmm.runtime.config_check import restore_hydra_error_reporting
+    from pmm.runtime.interrupt import RunInterrupted
+
+    restore_hydra_error_reporting()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode.name == "MULTIRUN"
     try:
@@ -141,6 +158,12 @@ def main(cfg: DictConfig) -> float | None:
             return math.nan
         print(f"pmm: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except RunInterrupted as stop:
+        print(f"pmm: {stop}", file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT)
+    except KeyboardInterrupt:
+        print("pmm: interrupted before the first stage started; nothing to resume, rerun the command", file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT)
     key = cfg.optimized_metric or HEADLINE[cfg.stage]
     value = metrics.get(key)
     shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -175,7 +198,9 @@ def cli() -> None:
     if problem:
         print(f"pmm: error: {problem}", file=sys.stderr)
         sys.exit(2)
-    main()
+    from pmm.runtime.config_check import run_hydra_main
+
+    run_hydra_main(main, "config", interrupted_exit=INTERRUPTED_EXIT)
 
 
 if __name__ == "__main__":

@@ -542,6 +542,7 @@ class PredictSettings(Node):
 
     num_workers: int = integer(2, ge=0)
     overlay_alpha: float = number(0.5, ge=0, le=1)
+    max_long: int | None = integer(2048, ge=32, nullable=True)
 
     @classmethod
     def from_config(cls, cfg: Any) -> "PredictSettings":

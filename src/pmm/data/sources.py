@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from pmm.data.class_names import read_class_names
-from pmm.data.voc import (VOC_CLASS_NAMES, VOCSplit, load_split_masks_optional, load_voc_split,
+from pmm.data.voc import (VOC_CLASS_NAMES, VOCSplit, check_foreground, load_split_masks_optional, load_voc_split,
                           missing_mask_ids)
 from pmm.errors import PmmError
 
@@ -84,6 +84,7 @@ class VOCDataset:
                 split = self._splits[key]
                 ids = split.ids[: int(self.limit_images)]
                 self._splits[key] = dataclasses.replace(split, ids=ids)
+                check_foreground(self._splits[key])
         return self._splits[key]
 
     def missing_mask_ids(self, name: str) -> list[str]:

@@ -1,7 +1,8 @@
 """Reader for any tree in the PASCAL VOC devkit layout.
 
-``root/JPEGImages/<id>.jpg``, ``root/<mask_dir>/<id>.png`` (palette or greyscale PNG whose values
-are class ids, 255 = ignore), ``root/Annotations/<id>.xml`` (optional, VOC object annotations) and
+``root/JPEGImages/<id>.<ext>`` (any format Pillow reads: ``.jpg``, ``.png``, ``.webp``...; one file
+per id), ``root/<mask_dir>/<id>.png`` (palette or greyscale PNG whose values are class ids,
+255 = ignore; 16-/32-bit greyscale masks are read with their full values), ``root/Annotations/<id>.xml`` (optional, VOC object annotations) and
 ``root/ImageSets/Segmentation/<split>.txt`` (one id a line).
 
 Image-level labels (the only supervision WSSS uses) are either the classes other than 0 and 255
@@ -11,7 +12,9 @@ found in each mask (``labels="masks"``) or the object names of each XML annotati
 
 The data check decodes every listed image and mask once, completely (a truncated JPEG whose header
 is intact, a truncated PNG or an empty file is caught here, not mid-training), and reports every
-broken file of the split in one message. Results are cached per (tree, split, settings) and
+broken file of the split in one message. A split in which no image has a foreground label (binary
+0/255 masks: 255 is "ignore") is refused: the CAM stage would learn nothing and score background
+alone. Results are cached per (tree, split, settings) and
 recomputed only for files whose modification time or size changed, so a second run decodes
 nothing.
 """
@@ -31,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from pmm.errors import PmmError
-from pmm.io import DECODE_ERRORS, describe_decode_error, load_image, load_mask, write_json
+from pmm.io import DECODE_ERRORS, MASK_FORMAT, describe_decode_error, label_map, load_image, load_mask, write_json
 
 VOC_CLASS_NAMES: tuple[str, ...] = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -39,9 +42,13 @@ VOC_CLASS_NAMES: tuple[str, ...] = (
 )  # fmt: skip
 
 LAYOUT_HINT = "expected the VOC devkit layout: JPEGImages/<id>.jpg, SegmentationClass/<id>.png, ImageSets/Segmentation/<split>.txt"
+BINARY_MASK_HINT = ("binary 0/255 masks? pmm reads mask values as class ids and 255 as ignore: store the objects as "
+                    "class 1 and set data.class_names=[background,<name>] (one name per class id), or read the labels "
+                    "from XML annotations with data.labels=xml")
 
 LABEL_SOURCES = ("masks", "xml")
-CACHE_VERSION = 2     # bump when the checks change: older caches were made by weaker checks
+CACHE_VERSION = 3     # bump when the checks change: older caches were made by weaker checks
+ENTRY_LENGTH = 6     # cache entry: stamps, labels, size, has mask, mask has a foreground class, image file name
 SHOWN_PROBLEMS = 5    # broken files named in the error message (all of them go to a report file)
 
 
@@ -60,6 +67,7 @@ class VOCSplit:
     missing_masks: frozenset[str] = field(default_factory=frozenset)  # ids without a mask (require_masks=False)
     label_source: str = "masks"
     annotation_dir: str = "Annotations"
+    image_files: dict[str, str] = field(default_factory=dict)  # id -> file name in image_dir (default <id>.jpg)
 
     @property
     def num_classes(self) -> int:
@@ -70,7 +78,7 @@ class VOCSplit:
         return len(self.ids)
 
     def image_path(self, image_id: str) -> Path:
-        return self.root / self.image_dir / f"{image_id}.jpg"
+        return self.root / self.image_dir / self.image_files.get(image_id, f"{image_id}.jpg")
 
     def mask_path(self, image_id: str) -> Path:
         return self.root / self.mask_dir / f"{image_id}.png"
@@ -198,10 +206,35 @@ class _Layout:
     labels: str
     require_masks: bool
     list_path: Path
+    images: dict[str, list[str]] = field(default_factory=dict)  # id -> its image files (image_index)
+
+    def image_names(self, image_id: str) -> list[str]:
+        return self.images.get(image_id) or [f"{image_id}.jpg"]
 
     def paths(self, image_id: str) -> tuple[Path, Path, Path | None]:
         xml = self.root / self.annotation_dir / f"{image_id}.xml" if self.labels == "xml" else None
-        return self.root / self.image_dir / f"{image_id}.jpg", self.root / self.mask_dir / f"{image_id}.png", xml
+        image = self.root / self.image_dir / self.image_names(image_id)[0]
+        return image, self.root / self.mask_dir / f"{image_id}.png", xml
+
+
+def image_index(folder: Path) -> dict[str, list[str]]:
+    """id -> the file names in ``folder`` whose stem is the id and whose extension Pillow reads (sorted).
+
+    One listing of the folder, so that a split of any size finds ``<id>.jpg``, ``<id>.png``... at once.
+    """
+    extensions = {ext.lower() for ext in Image.registered_extensions()}
+    index: dict[str, list[str]] = {}
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                stem, dot, ext = entry.name.rpartition(".")
+                if dot and stem and f".{ext.lower()}" in extensions:
+                    index.setdefault(stem, []).append(entry.name)
+    except OSError:
+        return {}
+    for names in index.values():
+        names.sort(key=lambda name: (not name.lower().endswith((".jpg", ".jpeg")), name))
+    return index
 
 
 def _stamp(path: Path | None) -> list[int] | None:
@@ -230,10 +263,9 @@ def _decode_mask(path: Path) -> tuple[np.ndarray | None, str | None, bool]:
     """(label map, None, False), or (None, reason, True) if the file is damaged, (None, reason, False) if of a wrong kind."""
     try:
         with Image.open(path) as image:
-            if image.mode not in ("P", "L", "I", "I;16"):
-                return None, f"mask is an {image.mode} image", False
             image.load()
-            return np.asarray(image, dtype=np.uint8), None, False
+            mask, reason = label_map(image)
+            return mask, reason, False
     except DECODE_ERRORS as error:
         return None, describe_decode_error(path, error), True
 
@@ -267,7 +299,11 @@ def _check_item(layout: _Layout, image_id: str) -> tuple[list | None, list[_Prob
     image_path, mask_path, xml_path = layout.paths(image_id)
     problems: list[_Problem] = []
     size = None
-    if not image_path.is_file():
+    names = layout.image_names(image_id)
+    if len(names) > 1:
+        problems.append(_Problem(image_path, f"id {image_id} has {len(names)} image files: {' and '.join(names)}",
+                                 "ambiguous"))
+    elif not image_path.is_file():
         problems.append(_Problem(image_path, "image listed in the split is missing", "missing"))
     else:
         size, reason = _decode_image(image_path)
@@ -283,7 +319,8 @@ def _check_item(layout: _Layout, image_id: str) -> tuple[list | None, list[_Prob
     else:
         mask, reason, damaged = _decode_mask(mask_path)
         if reason:
-            problems.append(_Problem(mask_path, reason, "replace" if damaged else "mask-mode"))
+            kind = "replace" if damaged else ("mask-mode" if reason.startswith("mask is an") else "mask-values")
+            problems.append(_Problem(mask_path, reason, kind))
         else:
             if size is not None and mask.shape != size:
                 problems.append(_Problem(
@@ -309,14 +346,16 @@ def _check_item(layout: _Layout, image_id: str) -> tuple[list | None, list[_Prob
     if problems:
         return None, problems
     stamps = [_stamp(image_path), _stamp(mask_path), _stamp(xml_path)]
-    return [stamps, list(labels), list(size), has_mask], []
+    return [stamps, list(labels), list(size), has_mask, bool(mask_labels), image_path.name], []
 
 
 _FIXES = {
     "missing": "add the missing files or remove their ids from {list}",
     "replace": "replace these files (re-extract or re-download them) or remove their ids from {list}",
     "size": "masks must have the size of their image",
-    "mask-mode": "expected a palette (P) or greyscale (L) PNG whose pixel values are class ids (VOC SegmentationClass format)",
+    "mask-mode": MASK_FORMAT,
+    "mask-values": "store the class ids as an 8-bit palette or greyscale PNG (VOC SegmentationClass format)",
+    "ambiguous": "keep one image file per id (pmm finds an id's image whatever its extension)",
     "mask-classes": "fix the mask or set data.class_names to the full class list (background first)",
     "xml-classes": "fix the annotation or set data.class_names to the full class list (background first) that its names use",
 }
@@ -391,7 +430,7 @@ def load_voc_split(
     folders = [image_dir] + ([mask_dir] if require_masks else [])
     for folder in folders:
         if not (root / folder).is_dir():
-            raise PmmError(f"{root / folder}: folder not found; {LAYOUT_HINT}")
+            raise PmmError(f"{root / folder}: folder not found; {_root_hint(root, folders)}")
     if labels == "xml" and not (root / annotation_dir).is_dir():
         raise PmmError(
             f"{root / annotation_dir}: folder not found; data.labels=xml reads image labels from "
@@ -399,7 +438,8 @@ def load_voc_split(
         )
     list_path = root / list_dir / f"{split}.txt"
     ids = _read_ids(list_path, root, split, list_dir)
-    layout = _Layout(root, image_dir, mask_dir, annotation_dir, class_names, labels, require_masks, list_path)
+    layout = _Layout(root, image_dir, mask_dir, annotation_dir, class_names, labels, require_masks, list_path,
+                     image_index(root / image_dir))
 
     cache_root = Path(cache_dir or Path.home() / ".cache" / "pmm").expanduser()
     settings = "|".join(map(str, (f"v{CACHE_VERSION}", root, split, image_dir, mask_dir, labels, annotation_dir,
@@ -417,7 +457,9 @@ def load_voc_split(
     todo: list[str] = []
     for image_id in ids:
         entry = cache.get(image_id)
-        if isinstance(entry, list) and len(entry) == 4 and entry[0] == [_stamp(p) for p in layout.paths(image_id)]:
+        paths = layout.paths(image_id)
+        if (isinstance(entry, list) and len(entry) == ENTRY_LENGTH and len(layout.image_names(image_id)) == 1
+                and entry[5] == paths[0].name and entry[0] == [_stamp(p) for p in paths]):
             entries[image_id] = entry
         else:
             todo.append(image_id)
@@ -445,14 +487,59 @@ def load_voc_split(
             report = _write_report(cache_root / f"broken-{split}-{key}.txt", problems)
         raise PmmError(_problems_message(problems, layout, split, len(ids), report))
 
+    result = _split_of(layout, split, ids, entries)
+    check_foreground(result)
+    if labels == "xml" and any(entries[i][3] for i in ids) and not any(entries[i][4] for i in ids):
+        raise PmmError(
+            f"split '{split}': its XML annotations name objects but none of its masks in {root / mask_dir} holds a "
+            f"foreground class, so every score would be over background alone; {BINARY_MASK_HINT.split('; ')[0]}")
+    return result
+
+
+def _split_of(layout: _Layout, split: str, ids: tuple[str, ...], entries: dict[str, list]) -> VOCSplit:
     return VOCSplit(
-        root, split, ids, class_names, image_dir, mask_dir,
+        layout.root, split, ids, layout.class_names, layout.image_dir, layout.mask_dir,
         image_labels={image_id: tuple(entries[image_id][1]) for image_id in ids},
         image_sizes={image_id: tuple(entries[image_id][2]) for image_id in ids},
         missing_masks=frozenset(image_id for image_id in ids if not entries[image_id][3]),
-        label_source=labels,
-        annotation_dir=annotation_dir,
+        label_source=layout.labels,
+        annotation_dir=layout.annotation_dir,
+        image_files={image_id: entries[image_id][5] for image_id in ids},
     )
+
+
+def check_foreground(split: VOCSplit) -> None:
+    """Refuse a split in which no image has a foreground label (ids without a mask aside).
+
+    Typical cause: binary 0/255 masks, whose 255 is "ignore", so no image has a class: the CAM
+    stage would train on nothing and score background alone.
+    """
+    labelled = [i for i in split.ids if split.has_mask(i) or split.label_source == "xml"]
+    if not labelled or any(split.image_labels[i] for i in labelled):
+        return
+    if split.label_source == "xml":
+        found = f"none of their {split.annotation_dir}/<id>.xml names an object"
+    else:
+        found = "their masks hold no class but 0 (background) and 255 (ignore)"
+    raise PmmError(f"split '{split.split}' of {split.root}: none of its {len(labelled)} images has a foreground label "
+                   f"({found}); {BINARY_MASK_HINT}")
+
+
+def _root_hint(root: Path, folders: list[str]) -> str:
+    """The layout hint, or ``did you mean data.root=<subfolder>`` when a folder below ``root`` has the layout."""
+    def subfolders(folder: Path) -> list[Path]:
+        try:
+            return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError:
+            return []
+
+    candidates = [root / "VOC2012", root / "VOCdevkit" / "VOC2012", *subfolders(root)]
+    for child in subfolders(root)[:50]:
+        candidates += subfolders(child)
+    for candidate in dict.fromkeys(candidates):
+        if all((candidate / folder).is_dir() for folder in folders):
+            return f"{LAYOUT_HINT}; {candidate} has that layout: did you mean data.root={candidate}?"
+    return LAYOUT_HINT
 
 
 def missing_mask_ids(root: str | os.PathLike, split: str, mask_dir: str = "SegmentationClass",
@@ -477,7 +564,8 @@ def load_split_masks_optional(root: str | os.PathLike, split: str, class_names: 
     list_path = root / list_dir / f"{split}.txt"
     ids = _read_ids(list_path, root, split, list_dir)
     ids = ids[: int(limit)] if limit else ids
-    layout = _Layout(root, image_dir, mask_dir, "Annotations", class_names, "masks", False, list_path)
+    layout = _Layout(root, image_dir, mask_dir, "Annotations", class_names, "masks", False, list_path,
+                     image_index(root / image_dir))
     entries, problems = {}, []
     for image_id in ids:
         entry, found = _check_item(layout, image_id)
@@ -486,7 +574,6 @@ def load_split_masks_optional(root: str | os.PathLike, split: str, class_names: 
             entries[image_id] = entry
     if problems:
         raise PmmError(_problems_message(problems, layout, split, len(ids), None))
-    return VOCSplit(root, split, ids, class_names, image_dir, mask_dir,
-                    image_labels={i: tuple(entries[i][1]) for i in ids},
-                    image_sizes={i: tuple(entries[i][2]) for i in ids},
-                    missing_masks=frozenset(i for i in ids if not entries[i][3]), label_source="masks")
+    result = _split_of(layout, split, ids, entries)
+    check_foreground(result)
+    return result

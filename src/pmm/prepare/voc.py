@@ -95,10 +95,18 @@ def _resolve_input(path: str | os.PathLike, out_root: Path, hint: str, progress:
 
 
 def _locate(base: Path, candidates: tuple[str, ...], required: tuple[str, ...], hint: str) -> Path:
+    """The first of ``base/<candidate>`` holding every ``required`` entry; else one line naming what is missing where."""
     for candidate in candidates:
         folder = base / candidate
         if all((folder / name).exists() for name in required):
             return folder.resolve()
+    # The candidate that has the most of the layout is the one meant: name what it lacks.
+    partial = [base / c for c in candidates if any((base / c / name).exists() for name in required)]
+    if partial:
+        best = max(partial, key=lambda folder: sum((folder / name).exists() for name in required))
+        missing = [name for name in required if not (best / name).exists()]
+        present = [name for name in required if (best / name).exists()]
+        raise PmmError(f"{best}: no {' and no '.join(missing)} in this folder (it has {' and '.join(present)}); {hint}")
     looked = ", ".join(str(base / c) if c else str(base) for c in candidates)
     raise PmmError(f"{base}: no {' + '.join(required)} found (looked in {looked}); {hint}")
 

@@ -19,6 +19,13 @@ if TYPE_CHECKING:  # used in annotations only
 log = logging.getLogger("pmm")
 
 
+def shown_ids(ids, limit: int = 5) -> str:
+    """``a, b, c and 4 more``: the first ids of a list, for a log line."""
+    ids = list(ids)
+    more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
+    return ", ".join(ids[:limit]) + more
+
+
 @dataclass
 class RunContext:
     """The run directory and the dataset of one ``python -m pmm.run`` invocation."""
@@ -27,6 +34,11 @@ class RunContext:
     run_dir: Path
     _dataset: object | None = field(default=None, repr=False)
     _eval_split: object | None = field(default=None, repr=False)
+    trainers: dict = field(default_factory=dict, repr=False)  # stage -> its latest Trainer, "latest" -> the newest
+
+    def track_trainer(self, stage: str, trainer) -> None:
+        """Remember the Trainer a stage built (where a Ctrl-C stopped: :mod:`pmm.runtime.interrupt`)."""
+        self.trainers[stage] = self.trainers["latest"] = trainer
 
     @property
     def dataset(self):
@@ -116,15 +128,20 @@ class RunContext:
     def eval_split(self) -> VOCSplit:
         """``data.val_split`` for evaluation: masks required when they are all there, optional otherwise.
 
-        A split whose ids lack ground-truth masks (the VOC test set) is predicted but not scored.
+        A split without ground-truth masks (the VOC test set) is predicted but not scored; one where
+        only some ids lack a mask is scored on the others, the missing ones named in a warning.
         """
         if self._eval_split is None:
             name = self.cfg.data.val_split
             missing = self.dataset.missing_mask_ids(name)
-            if missing:
-                log.info("split '%s': %d image(s) have no ground-truth mask in %s (e.g. %s): predictions are written, "
-                         "not scored", name, len(missing), self.dataset.root / self.dataset.mask_dir, missing[0])
             self._eval_split = self.dataset.prediction_split(name)
+            folder = self.dataset.root / self.dataset.mask_dir
+            if missing and len(missing) == len(self._eval_split):
+                log.info("split '%s' has no ground-truth masks in %s: predictions are written, not scored", name, folder)
+            elif missing:
+                log.warning("split '%s': %d of its %d images have no ground-truth mask in %s (%s): they are predicted "
+                            "but not scored, the mIoU is over the other %d", name, len(missing), len(self._eval_split),
+                            folder, shown_ids(missing), len(self._eval_split) - len(missing))
         return self._eval_split
 
     def crop_size(self, stage: str) -> int:
@@ -137,10 +154,10 @@ class RunContext:
         median = int(np.median(long_sides))
         return int(min(448, -(-median // 32) * 32))
 
-    def record(self, **metrics) -> None:
-        """Merge figures into this run's metrics.json (main process only)."""
+    def record(self, remove: tuple[str, ...] = (), **metrics) -> None:
+        """Merge figures into this run's metrics.json and drop the keys ``remove`` (main process only)."""
         if is_main():
-            update_json(self.metrics_path, metrics)
+            update_json(self.metrics_path, metrics, remove=remove)
 
     def read_metrics(self) -> dict:
         import json

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from tqdm import tqdm
+
+
+def _ignore_ctrl_c() -> None:
+    """Pool workers leave Ctrl-C to the main process, which ends the pool (no traceback per worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_pool(job: Callable[[Any], Any], tasks: Sequence[Any], workers: int, desc: str | None = None,
@@ -24,6 +30,6 @@ def run_pool(job: Callable[[Any], Any], tasks: Sequence[Any], workers: int, desc
                 job(task)
                 progress.update()
             return
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_ignore_ctrl_c) as pool:
             for _ in pool.imap_unordered(job, tasks, chunksize=chunksize):
                 progress.update()

@@ -69,13 +69,16 @@ def log_heatmaps(cfg: DictConfig, key: str, pictures: list[np.ndarray], captions
     run.log({key: [wandb.Image(p, caption=captions[i] if captions else None) for i, p in enumerate(pictures)]})
 
 
-def log_mask_panel(ctx, key: str, split_name: str, folder: Path) -> None:
-    """The first images of a mask folder with ground truth, as wandb mask overlays (if wandb is on)."""
+def log_mask_panel(ctx, key: str, split_name: str, folder: Path, split=None) -> None:
+    """The first images of a mask folder with ground truth, as wandb mask overlays (if wandb is on).
+
+    ``split``: the ids to show (default: split ``split_name``, whose masks must all exist).
+    """
     from pmm.io import load_mask
 
     if ctx.cfg.get("logger") is None or "wandb" not in ctx.cfg.logger:
         return
-    split = ctx.split(split_name)
+    split = split if split is not None else ctx.split(split_name)
     ids = split.ids[: ctx.cfg.pseudo.figures]
     log_masks(ctx.cfg, key, [split.load_image(i) for i in ids],
               {"mask": [load_mask(folder / f"{i}.png") for i in ids], "ground truth": [split.load_mask(i) for i in ids]},

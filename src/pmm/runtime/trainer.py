@@ -99,4 +99,5 @@ def build_trainer(ctx: RunContext, stage: str, max_epochs: int | None, callbacks
     target = ctx.cfg.trainer.get("_target_", "pytorch_lightning.Trainer")
     trainer = hydra.utils.get_class(target)(max_epochs=max_epochs, callbacks=callbacks, **kwargs)
     ctx.record(world_size=trainer.world_size)
+    ctx.track_trainer(stage, trainer)
     return trainer

@@ -1,13 +1,16 @@
 """Predicting and scoring the val split with a segmenter: the end of ``stage=seg`` and all of ``stage=eval``.
 
 A split without ground-truth masks (the VOC test set: ``data.val_split=test``) is predicted and
-not scored (``val_scored: false`` in metrics.json); ``eval.export=voc_test`` also packs the
-predictions for the VOC test server (:mod:`pmm.scoring.export`).
+not scored (``val_scored: false`` in metrics.json). One where only some ids lack a mask is scored
+on the others: metrics.json says how many were scored (``val_num_scored``) and which were not
+(``val_unscored_ids``). ``eval.export=voc_test`` also packs the predictions for the VOC test
+server (:mod:`pmm.scoring.export`).
 """
 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -16,7 +19,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from rich.console import Console
 from rich.table import Table
 
-from pmm.runtime.context import RunContext
+from pmm.runtime.context import RunContext, shown_ids
 from pmm.crf import CRFParams
 from pmm.data.datasets import InferenceDataset, list_collate
 from pmm.runtime.loaders import loader
@@ -126,8 +129,8 @@ def save_eval_figures(ctx: RunContext, folder: Path, report: dict, split: VOCSpl
 def evaluate_module(ctx: RunContext, module: SegModule) -> dict:
     """Predict every val image (``eval`` TTA, ``crf.seg``), then score the PNGs on rank 0.
 
-    A split without all its ground-truth masks is not scored (``val_scored: false``);
-    ``eval.export`` packs the predictions for an evaluation server.
+    A split without ground-truth masks is not scored (``val_scored: false``); one with some is
+    scored on the ids that have one. ``eval.export`` packs the predictions for an evaluation server.
     """
     from pmm.scoring.export import check_export, run_export
 
@@ -143,19 +146,27 @@ def evaluate_module(ctx: RunContext, module: SegModule) -> dict:
         if exported:
             ctx.record(**exported)
         if split.has_all_masks:
-            return {**score(), **exported}
+            return {**score(split), **exported}
+        unscored = [i for i in split.ids if not split.has_mask(i)]
+        if len(unscored) < len(split):
+            scored = dataclasses.replace(split, ids=tuple(i for i in split.ids if split.has_mask(i)))
+            log.warning("split '%s': %d of its %d images have no ground-truth mask (%s): scored on the other %d",
+                        split.split, len(unscored), len(split), shown_ids(unscored), len(scored))
+            return {**score(scored, unscored), **exported}
         ctx.record(val_scored=False)
-        log.info("split '%s' has no ground-truth masks for %d of its %d images: not scored (predictions in %s)",
-                 split.split, len(split.missing_masks), len(split), folder)
+        log.info("split '%s' has no ground-truth masks for its %d images: not scored (predictions in %s)",
+                 split.split, len(split), folder)
         return {"val_scored": False, **exported}
 
-    def score() -> dict:
-        report = score_mask_folder(split, folder, desc="scoring predictions")
+    def score(scored: VOCSplit, unscored: list[str] = ()) -> dict:
+        report = score_mask_folder(scored, folder, desc="scoring predictions")
+        report["unscored_ids"] = list(unscored)
         write_json(ctx.report_path("eval"), report)
         print_table(report)
-        save_eval_figures(ctx, folder, report, split)
-        log_mask_panel(ctx, f"predictions/{split.split}", split.split, folder)
-        result = {"val_miou": report["miou"], "val_per_class_iou": report["per_class_iou"], "val_scored": True}
+        save_eval_figures(ctx, folder, report, scored)
+        log_mask_panel(ctx, f"predictions/{split.split}", split.split, folder, split=scored)
+        result = {"val_miou": report["miou"], "val_per_class_iou": report["per_class_iou"], "val_scored": True,
+                  "val_num_scored": len(scored), "val_unscored_ids": list(unscored)}
         ctx.record(**result)
         log.info("val mIoU (%d images, predictions in %s): %.4f", report["num_images"], folder, report["miou"])
         return result
