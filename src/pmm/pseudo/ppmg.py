@@ -159,6 +159,14 @@ def ppmg(
     return proportional_labels(cams, fg_masks, labels)
 
 
+def _multi_label_crf(image: np.ndarray, cams: np.ndarray, labels: np.ndarray, alpha: float,
+                     crf: CRFParams) -> tuple[np.ndarray, np.ndarray]:
+    """(marginals (K+1) x H x W, label lookup) of one CRF over ``[(1 - max_k M_k) ** alpha, M_1, ..., M_K]``."""
+    background = (1.0 - cams.max(axis=0)) ** alpha
+    q = dense_crf(image, np.concatenate([background[None], cams]), crf)
+    return q, np.concatenate([[0], labels]).astype(np.uint8)
+
+
 def crf_baseline(
     image: np.ndarray,
     cams: np.ndarray,
@@ -181,9 +189,7 @@ def crf_baseline(
     cams, labels = _check_inputs(cams, labels, image)
     if labels.size == 0:
         return np.zeros(cams.shape[1:], dtype=np.uint8)
-    background = (1.0 - cams.max(axis=0)) ** alpha
-    q = dense_crf(image, np.concatenate([background[None], cams]), crf)
-    lut = np.concatenate([[0], labels]).astype(np.uint8)
+    q, lut = _multi_label_crf(image, cams, labels, alpha, crf)
     return lut[q.argmax(axis=0)]
 
 
@@ -212,9 +218,7 @@ def confident_crf_mask(
     cams, labels = _check_inputs(cams, labels, image)
     if labels.size == 0:
         return np.zeros(cams.shape[1:], dtype=np.uint8)
-    background = (1.0 - cams.max(axis=0)) ** alpha
-    q = dense_crf(image, np.concatenate([background[None], cams]), crf)
-    lut = np.concatenate([[0], labels]).astype(np.uint8)
+    q, lut = _multi_label_crf(image, cams, labels, alpha, crf)
     best = q.argmax(axis=0)
     sure = np.take_along_axis(q, best[None], axis=0)[0] > confidence
     return np.where(sure, lut[best], np.uint8(unsure)).astype(np.uint8)
