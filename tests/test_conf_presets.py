@@ -110,7 +110,7 @@ def test_the_presets_own_networks_build(tmp_path):
     from test_nets_paper_backbones import small_structure
 
     from pmm.nets.build import build_from_spec, network_spec
-    from pmm.stages.cam import build_cam_network
+    from pmm.nets.build import build_cam_network
 
     cfg = compose_config(["experiment=voc_paper", "cam_net.pretrained=false", "cam_net.head_weights=false",
                           "segmenter.pretrained=false"])  # no SEAM file here: its loading is tested with the network

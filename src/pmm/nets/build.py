@@ -51,3 +51,15 @@ def build_from_spec(spec: Mapping, config_key: str) -> nn.Module:
             raise cause from None
         message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
         raise PmmError(f"{config_key}: could not build {spec.get('_target_')} ({message}); check the {config_key} settings") from None
+
+
+def build_cam_network(node, num_classes: int, config_key: str = "cam_net"):
+    """(network, spec) of a CAM network node (``cam_net``, ``cam.multi_crop.net``); errors name ``config_key``."""
+    from pmm.nets.scalenet import read_structure
+
+    spec = network_spec(node, default_target=DEFAULT_TARGETS["cam"], num_classes=num_classes)
+    if spec.get("backbone") == "scalenet101" and isinstance(spec.get("structure"), str):
+        # The entries themselves go into the checkpoint's spec: it rebuilds the network without the file.
+        spec["structure"] = read_structure(spec["structure"], config_key=f"{config_key}.structure")
+    spec.pop("config_key", None)
+    return build_from_spec({**spec, "config_key": config_key}, config_key), spec

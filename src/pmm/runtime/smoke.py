@@ -94,6 +94,12 @@ def apply_smoke(cfg: DictConfig) -> None:
         else:
             seg.max_epochs = None
             cfg.cyclic.every_n_epochs = 1
+        # Test-time scales: the first two of each list (a count; the multi-crop round's ten scales of
+        # tiles would cost the smoke minutes).
+        for node, key in ((cam, "scales"), (cfg.cyclic, "scales"), (cfg.eval, "scales"),
+                          (cam.get("multi_crop"), "rough_scales")):
+            if node is not None and node.get(key) is not None and len(node[key]) > 2:
+                node[key] = list(node[key])[:2]
         for node in (cfg.cyclic, cfg.eval):
             node.window, node.stride = crop, crop * 3 // 4
             _set(node, "short_side", crop)

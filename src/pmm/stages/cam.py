@@ -14,27 +14,17 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from pmm.cam.module import CAMModule
 from pmm.checkpoints import resume_checkpoint
+from pmm.runtime.distributed import barrier
 from pmm.data.datasets import ClassificationDataset
 from pmm.runtime.loaders import loader
 from pmm.data.transforms import cam_pipeline, eval_transform
 from pmm.errors import PmmError
-from pmm.nets.build import DEFAULT_TARGETS, build_from_spec, network_spec
-from pmm.nets.scalenet import read_structure
+from pmm.nets.build import build_cam_network
 from pmm.runtime.context import RunContext
 from pmm.runtime.trainer import build_callbacks, build_trainer, epochs_for_min_steps, planned_world_size
 from pmm.stages.cam_inference import cam_tta, finish_cam_round
 
 log = logging.getLogger("pmm")
-
-
-def build_cam_network(node, num_classes: int, config_key: str = "cam_net"):
-    """(network, spec) of a CAM network node (``cam_net``, ``cam.multi_crop.net``); errors name ``config_key``."""
-    spec = network_spec(node, default_target=DEFAULT_TARGETS["cam"], num_classes=num_classes)
-    if spec.get("backbone") == "scalenet101" and isinstance(spec.get("structure"), str):
-        # The entries themselves go into the checkpoint's spec: it rebuilds the network without the file.
-        spec["structure"] = read_structure(spec["structure"], config_key=f"{config_key}.structure")
-    spec.pop("config_key", None)
-    return build_from_spec({**spec, "config_key": config_key}, config_key), spec
 
 
 def build_cam_module(ctx: RunContext) -> CAMModule:
@@ -86,6 +76,30 @@ def train_cam(ctx: RunContext, checkpoint_dir: Path | None = None, resume: str |
 ROUNDS = ("standard", "multi_crop")
 
 
+def first_round(ctx: RunContext) -> Path:
+    """The first round's checkpoint: ``cam_ckpt``, else the standard round trained here (once per run folder)."""
+    cfg = ctx.cfg
+    if cfg.get("cam_ckpt"):
+        checkpoint = Path(cfg.cam_ckpt).expanduser()
+        if checkpoint.resolve().parent == ctx.checkpoint_dir("cam").resolve():
+            log.warning("cam_ckpt=%s lies in this run's checkpoints/cam/: the multi-crop round writes its own "
+                        "checkpoints there; use another hydra.run.dir to keep the first round's", checkpoint)
+        return checkpoint
+    folder = ctx.checkpoint_dir("cam_first_round")
+    last = folder / "last.ckpt"
+    resume = resume_checkpoint(cfg, "cam")
+    if resume and Path(resume).parent == folder.resolve():
+        log.info("multi-crop round: resuming the first round from %s", resume)
+        train_cam(ctx, checkpoint_dir=folder, resume=resume)
+    elif last.is_file():
+        log.info("multi-crop round: the first round of this run is trained (%s)", last)
+    else:
+        log.info("multi-crop round: no cam_ckpt, training the first round (cam_net) into %s", folder)
+        train_cam(ctx, checkpoint_dir=folder, resume=None)
+    barrier()
+    return last
+
+
 def run(ctx: RunContext) -> dict:
     cam_round = ctx.cfg.cam.get("round", "standard") or "standard"
     if cam_round not in ROUNDS:
@@ -93,5 +107,5 @@ def run(ctx: RunContext) -> dict:
     if cam_round == "multi_crop":
         from pmm.stages.cam_multicrop import run_multi_crop
 
-        return run_multi_crop(ctx)
+        return run_multi_crop(ctx, first_round(ctx))
     return finish_cam_round(ctx, train_cam(ctx), cam_round="standard")

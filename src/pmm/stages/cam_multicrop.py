@@ -31,6 +31,7 @@ from hydra.utils import instantiate
 from pmm.cam.module import CAMModule
 from pmm.cam.crops import UNSURE
 from pmm.checkpoints import load_network, resume_checkpoint
+from pmm.nets.build import build_cam_network
 from pmm.runtime.context import RunContext
 from pmm.crf import CRFParams
 from pmm.data.datasets import ClassificationDataset
@@ -111,45 +112,17 @@ def make_rough_masks(ctx: RunContext, split, cams_folder: Path, output: Path, al
     return run_sharded(list(split.ids), write, score) or {}
 
 
-def first_round(ctx: RunContext) -> Path:
-    """The first round's checkpoint: ``cam_ckpt``, else the standard round trained here (once per run folder)."""
-    cfg = ctx.cfg
-    if cfg.get("cam_ckpt"):
-        checkpoint = Path(cfg.cam_ckpt).expanduser()
-        if checkpoint.resolve().parent == ctx.checkpoint_dir("cam").resolve():
-            log.warning("cam_ckpt=%s lies in this run's checkpoints/cam/: the multi-crop round writes its own "
-                        "checkpoints there; use another hydra.run.dir to keep the first round's", checkpoint)
-        return checkpoint
-    from pmm.stages.cam import train_cam
-
-    folder = ctx.checkpoint_dir("cam_first_round")
-    last = folder / "last.ckpt"
-    resume = resume_checkpoint(cfg, "cam")
-    if resume and Path(resume).parent == folder.resolve():
-        log.info("multi-crop round: resuming the first round from %s", resume)
-        train_cam(ctx, checkpoint_dir=folder, resume=resume)
-    elif last.is_file():
-        log.info("multi-crop round: the first round of this run is trained (%s)", last)
-    else:
-        log.info("multi-crop round: no cam_ckpt, training the first round (cam_net) into %s", folder)
-        train_cam(ctx, checkpoint_dir=folder, resume=None)
-    barrier()
-    return last
-
-
 def round_network(ctx: RunContext, options: MultiCropSettings, first_net, first_spec: dict):
     """(network, spec) the round trains: ``cam.multi_crop.net`` built fresh, or the first round's."""
     if options.net is None:
         return first_net, first_spec
-    from pmm.stages.cam import build_cam_network
-
     return build_cam_network(ctx.cfg.cam.multi_crop.net, ctx.num_classes - 1, "cam.multi_crop.net")
 
 
-def run_multi_crop(ctx: RunContext) -> dict:
+def run_multi_crop(ctx: RunContext, checkpoint: Path) -> dict:
+    """The round from the first round's ``checkpoint`` (``pmm.stages.cam.first_round``)."""
     cfg = ctx.cfg
     options = settings(ctx)
-    checkpoint = first_round(ctx)
     first_net, first_spec, _ = load_network(checkpoint, "cam_ckpt", "cam")
     if first_net.num_classes != ctx.num_classes - 1:
         raise PmmError(f"cam_ckpt={checkpoint}: trained for {first_net.num_classes} foreground classes but "
