@@ -29,7 +29,7 @@ import numpy as np
 # The tile geometry lives with the other window helpers of the TTA module (inference uses it too).
 from pmm.nets.tta import Corners, tile_grid
 
-__all__ = ["Box", "Corners", "crop_labels", "sample_crop_box", "sample_labelled_crop", "sample_labelled_tile",
+__all__ = ["Box", "Corners", "class_areas", "crop_labels", "sample_crop_box", "sample_labelled_crop", "sample_labelled_tile",
            "tile_grid", "tile_labels", "UNSURE"]
 
 Box = tuple[int, int, int, int]  # top, left, height, width
@@ -129,8 +129,13 @@ def sample_labelled_crop(
     return box, labels
 
 
+def class_areas(mask: np.ndarray, num_classes: int) -> np.ndarray:
+    """Pixels of each foreground class 1..C in a rough mask (unsure and ignored pixels not counted)."""
+    return np.bincount(mask.ravel().astype(np.int64), minlength=256)[1 : num_classes + 1]
+
+
 def tile_labels(mask: np.ndarray, corners: Corners, num_classes: int, threshold: float,
-                object_threshold: float | None = None) -> np.ndarray:
+                object_threshold: float | None = None, areas: np.ndarray | None = None) -> np.ndarray:
     """Multi-hot labels (``num_classes`` foreground classes, float32) of one tile: the authors' two-ratio rule.
 
     Args:
@@ -143,6 +148,7 @@ def tile_labels(mask: np.ndarray, corners: Corners, num_classes: int, threshold:
             tile is inside the object") **or** ``intersection / area_k > object_threshold`` ("the
             object is inside the tile"), both strict, as the authors' ``update_label`` (0.1 both).
         object_threshold: the second ratio's threshold; None: ``threshold``.
+        areas: :func:`class_areas` of ``mask``, when the caller labels several tiles of one mask.
     """
     object_threshold = threshold if object_threshold is None else object_threshold
     x1, y1, x2, y2 = corners
@@ -150,8 +156,7 @@ def tile_labels(mask: np.ndarray, corners: Corners, num_classes: int, threshold:
     tile_area = max(0, x2 - x1) * max(0, y2 - y1)
     if tile_area == 0:
         return labels
-    values = mask.ravel().astype(np.int64)
-    total = np.bincount(values, minlength=256)[1 : num_classes + 1]
+    total = class_areas(mask, num_classes) if areas is None else areas
     inside = np.bincount(mask[y1:y2, x1:x2].ravel().astype(np.int64), minlength=256)[1 : num_classes + 1]
     present = total > 0
     keep = present & ((inside / tile_area > threshold) | (inside / np.maximum(total, 1) > object_threshold))
@@ -170,9 +175,10 @@ def sample_labelled_tile(mask: np.ndarray, grids: Sequence[Sequence[Corners]], n
     """
     tiles = grids[int(rng.integers(len(grids)))]
     corners, labels = tiles[0], np.zeros(num_classes, dtype=np.float32)
+    areas = class_areas(mask, num_classes)  # the same for every draw
     for _ in range(len(tiles)):
         corners = tiles[int(rng.integers(len(tiles)))]
-        labels = tile_labels(mask, corners, num_classes, threshold, object_threshold)
+        labels = tile_labels(mask, corners, num_classes, threshold, object_threshold, areas)
         if labels.any():
             break
     return corners, labels

@@ -17,6 +17,23 @@ def _set(node: DictConfig, key: str, value) -> None:
         node[key] = value
 
 
+def _shrink_cam_network(node: DictConfig, backbone: str | None) -> None:
+    """A CAM network node (``cam_net``, ``cam.multi_crop.net``) without weight files, on the smoke's backbone.
+
+    A 100-layer backbone takes minutes a step on a loaded laptop CPU: the smoke trains a small one
+    of the same kind (a timm ResNet through the same timm code path); the presets' own backbones
+    are built in tests/test_conf_presets.py. The small one has neither ScaleNet's structure file
+    nor the preset backbone's modules to freeze, and no SEAM head to load.
+    """
+    _set(node, "pretrained", False)
+    _set(node, "weights", None)
+    _set(node, "head_weights", False)
+    if backbone:
+        _set(node, "backbone", str(backbone))
+        _set(node, "structure", None)
+        _set(node, "freeze", None)
+
+
 def apply_smoke(cfg: DictConfig) -> None:
     """Shrink ``cfg`` in place according to ``cfg.smoke`` (images, crop, steps)."""
     smoke = cfg.get("smoke")
@@ -47,15 +64,8 @@ def apply_smoke(cfg: DictConfig) -> None:
         for node in (cfg.cam_net, cfg.segmenter):
             _set(node, "pretrained", False)
             _set(node, "weights", None)
-        _set(cfg.cam_net, "head_weights", False)  # no weights file, no head to load
-        # A 100-layer backbone takes minutes a step on a loaded laptop CPU: the smoke trains a small
-        # one of the same kind (a timm ResNet through the same timm / SMP "tu-" code path); the
-        # presets' own backbones are built in tests/test_conf_presets.py.
+        _shrink_cam_network(cfg.cam_net, smoke.get("backbone"))
         if smoke.get("backbone"):
-            _set(cfg.cam_net, "backbone", str(smoke.backbone))
-            # The small backbone has neither ScaleNet's structure file nor the preset backbone's modules.
-            _set(cfg.cam_net, "structure", None)
-            _set(cfg.cam_net, "freeze", None)
             if str(cfg.segmenter.get("encoder", "")).startswith("tu-"):
                 cfg.segmenter.encoder = f"tu-{smoke.backbone}"
         cam = cfg.cam
@@ -68,15 +78,8 @@ def apply_smoke(cfg: DictConfig) -> None:
             multi_crop.epochs = 1
             multi_crop.global_batch_size = None
             _set(multi_crop, "batch_size", 2)
-            net = multi_crop.get("net")
-            if net is not None:  # the round's own network: no download, the smoke's backbone
-                _set(net, "pretrained", False)
-                _set(net, "weights", None)
-                _set(net, "head_weights", False)
-                if smoke.get("backbone"):
-                    _set(net, "backbone", str(smoke.backbone))
-                    _set(net, "structure", None)
-                    _set(net, "freeze", None)
+            if multi_crop.get("net") is not None:  # the round's own network, shrunk the same way
+                _shrink_cam_network(multi_crop.net, smoke.get("backbone"))
         cfg.pseudo.workers = 1
         seg = cfg.seg
         seg.batch_size = 2
