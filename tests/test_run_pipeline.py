@@ -34,6 +34,7 @@ SHRINK = [
     "cyclic.scales=[1.0]",
     "cyclic.flip=false",
     "cyclic.rounds=1",
+    "eval.ms_scales=[1.0,1.25]",
 ]
 
 
@@ -158,6 +159,16 @@ def test_all_stage_end_to_end(data_dir, tmp_path):
     total = sum(confusion_matrix(load_mask(predictions / f"{i}.png"), load_mask(root / f"SegmentationClass/{i}.png"), 7)
                 for i in val_ids)
     assert mean_iou(total) == pytest.approx(metrics["val_miou"], abs=1e-9)
+    # Every protocol's figure is what its own folder scores; the default's headline is single scale.
+    assert metrics["val_protocol"] == "ss" and metrics["val_miou_ss"] == metrics["val_miou"]
+    for name in ("ms", "ms_crf"):
+        folder = tmp_path / "predictions" / f"val_{name}"
+        total = sum(confusion_matrix(load_mask(folder / f"{i}.png"), load_mask(root / f"SegmentationClass/{i}.png"), 7)
+                    for i in val_ids)
+        assert mean_iou(total) == pytest.approx(metrics[f"val_miou_{name}"], abs=1e-9)
+        assert metrics["val_protocols"][name]["flip"] is True
+    assert metrics["val_protocols"]["ms_crf"]["crf"] and not metrics["val_protocols"]["ms"]["crf"]
+    assert metrics["cam_split"] == "train" and metrics["cyclic_split"] == "train"
     with Image.open(predictions / f"{val_ids[0]}.png") as image:
         assert image.mode == "P"
     for figure in ("val_iou.png", "val_predictions.png", "pseudo_panel.png", "miou_by_stage.png"):
@@ -168,6 +179,8 @@ def test_all_stage_end_to_end(data_dir, tmp_path):
     eval_dir = tmp_path / "eval"
     evaluated = run_stage(eval_dir, data_dir, ["stage=eval", f"seg_ckpt={tmp_path / 'checkpoints/seg/last.ckpt'}"])
     assert evaluated["val_miou"] == pytest.approx(metrics["val_miou"], abs=1e-9)
+    for name in ("ms", "ms_crf"):
+        assert evaluated[f"val_miou_{name}"] == pytest.approx(metrics[f"val_miou_{name}"], abs=1e-9)
 
 
 @pytest.mark.slow
@@ -202,6 +215,14 @@ def test_validation_with_the_eval_pipeline_and_a_schedule_per_cyclic_round(data_
     # The final evaluation (last weights, same pipeline) equals the last validation; the best is at least that.
     assert metrics["val_miou_best"] >= metrics["val_miou"] - 1e-6
     assert Path(metrics["val_miou_best_ckpt"]).is_file()
+    # Scale 1 with the CRF is none of the three protocols: its own headline, the others beside it,
+    # in the periodic validation as well (one value per validation in the CSV log).
+    assert metrics["val_protocol"] == "custom" and {"val_miou_ss", "val_miou_ms", "val_miou_ms_crf"} <= set(metrics)
+    import csv
+
+    rows = list(csv.DictReader(next((tmp_path / "csv").rglob("metrics.csv")).open()))
+    for name in ("custom", "ss", "ms", "ms_crf"):
+        assert any(row.get(f"val/miou_{name}") for row in rows), name
 
 
 def test_bad_data_root_is_one_line_from_the_cli(tmp_path):

@@ -462,6 +462,9 @@ class EvalSettings(TTASettings):
     """``eval``: the evaluation stage (and pmm.predict's test-time settings)."""
 
     crf: bool = flag(False)
+    protocols: tuple[str, ...] = field(default=("ss", "ms", "ms_crf"), metadata={
+        "check": Check(kind="choice", words=("ss", "ms", "ms_crf"), length=0)})
+    ms_scales: tuple[float, ...] = numbers((0.5, 0.75, 1.0, 1.25, 1.5, 1.75), gt=0)
     export: str | None = choice(None, "voc_test", nullable=True)
     batch_size: int = integer(16, ge=1)
     figures: int = integer(8, ge=0)

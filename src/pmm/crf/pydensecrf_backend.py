@@ -13,12 +13,13 @@ def solve_one(image: np.ndarray, unary: np.ndarray, params: CRFParams) -> np.nda
 
     num_labels, height, width = unary.shape
     crf = dcrf.DenseCRF2D(width, height, num_labels)
-    # The C++ side reads raw buffers, so both arrays must be C-contiguous with the exact dtypes.
+    # The C++ side reads raw buffers, so both arrays must be C-contiguous with the exact dtypes, and
+    # Cython's typed memoryview refuses a read-only one (an image straight from np.asarray(PIL image)).
     crf.setUnaryEnergy(np.ascontiguousarray(unary.reshape(num_labels, -1), dtype=np.float32))
     # Scalar compat values make PottsCompatibility weights.
     crf.addPairwiseGaussian(sxy=params.gauss_sxy, compat=params.gauss_compat)
     crf.addPairwiseBilateral(sxy=params.bilateral_sxy, srgb=params.bilateral_srgb,
-                             rgbim=np.ascontiguousarray(image, dtype=np.uint8), compat=params.bilateral_compat)
+                             rgbim=np.require(image, np.uint8, ["C", "W"]), compat=params.bilateral_compat)
     q = crf.inference(int(params.iterations))
     return np.asarray(q, dtype=np.float32).reshape(num_labels, height, width)
 

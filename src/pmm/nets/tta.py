@@ -217,6 +217,31 @@ def _multi_crop(fn: MapFn, images: Tensor, cfg: TTAConfig, activation: str) -> T
     return total / count.clamp(min=1)
 
 
+def _check_activation(activation: str, reduce: str = "mean") -> None:
+    if activation not in ("relu", "softmax", "none"):
+        raise ValueError(f"activation {activation!r}: choose relu, softmax or none")
+    if reduce not in ("sum", "mean"):
+        raise ValueError(f"reduce {reduce!r}: choose sum or mean")
+
+
+def _variants(fn: MapFn, images: Tensor, cfg: TTAConfig, activation: str):
+    """Yield ``((scale, flipped), maps at image size)`` for every scale x flip variant (whole / slide modes)."""
+    height, width = images.shape[-2:]
+    base = rescaled_size(height, width, cfg.short_side, cfg.max_long)
+    for scale in cfg.scales:
+        size = (max(1, round(base[0] * scale)), max(1, round(base[1] * scale)))
+        scaled = _resize(images, size)
+        for flipped in ((False, True) if cfg.flip else (False,)):
+            x = scaled.flip(-1) if flipped else scaled
+            maps = _windowed(fn, x, cfg, activation)
+            if flipped:
+                maps = maps.flip(-1)
+            maps = _resize(maps, (height, width))
+            if activation == "softmax":
+                maps = maps.softmax(1)
+            yield (float(scale), flipped), maps
+
+
 def tta_maps(fn: MapFn, images: Tensor, cfg: TTAConfig = TTAConfig(), activation: str = "softmax",
              reduce: str = "mean") -> Tensor:
     """Run ``fn`` over the augmentations of ``cfg`` and combine them at image size.
@@ -231,31 +256,37 @@ def tta_maps(fn: MapFn, images: Tensor, cfg: TTAConfig = TTAConfig(), activation
     Returns:
         N x C x H x W.
     """
-    if activation not in ("relu", "softmax", "none"):
-        raise ValueError(f"activation {activation!r}: choose relu, softmax or none")
-    if reduce not in ("sum", "mean"):
-        raise ValueError(f"reduce {reduce!r}: choose sum or mean")
+    return tta_maps_and_single(fn, images, cfg, activation, reduce)[0]
+
+
+def has_single_variant(cfg: TTAConfig) -> bool:
+    """Whether the passes of ``cfg`` include the plain one (scale 1, not flipped) that
+    :func:`tta_maps_and_single` can hand back: the multi-crop mode averages its tiles, so no."""
+    return cfg.mode != "multi_crop" and any(float(s) == 1.0 for s in cfg.scales)
+
+
+def tta_maps_and_single(fn: MapFn, images: Tensor, cfg: TTAConfig = TTAConfig(), activation: str = "softmax",
+                        reduce: str = "mean") -> tuple[Tensor, Tensor | None]:
+    """:func:`tta_maps`, and the maps of its plain variant (scale 1, not flipped) from the same passes.
+
+    The evaluation protocols (single-scale, multi-scale + flip) share their forward passes this way:
+    the single-scale prediction is one of the multi-scale ones. The second value is None when the
+    variant is not among the passes (:func:`has_single_variant`).
+    """
+    _check_activation(activation, reduce)
     height, width = images.shape[-2:]
-    base = rescaled_size(height, width, cfg.short_side, cfg.max_long)
     if cfg.mode == "multi_crop":
         # One average over every tile of every scale (not a sum of per-scale maps): ``reduce`` does not apply.
-        return _resize(_multi_crop(fn, _resize(images, base), cfg, activation), (height, width))
-    total = None
+        base = rescaled_size(height, width, cfg.short_side, cfg.max_long)
+        return _resize(_multi_crop(fn, _resize(images, base), cfg, activation), (height, width)), None
+    total = single = None
     variants = 0
-    for scale in cfg.scales:
-        size = (max(1, round(base[0] * scale)), max(1, round(base[1] * scale)))
-        scaled = _resize(images, size)
-        for flipped in ((False, True) if cfg.flip else (False,)):
-            x = scaled.flip(-1) if flipped else scaled
-            maps = _windowed(fn, x, cfg, activation)
-            if flipped:
-                maps = maps.flip(-1)
-            maps = _resize(maps, (height, width))
-            if activation == "softmax":
-                maps = maps.softmax(1)
-            total = maps if total is None else total + maps
-            variants += 1
-    return total if reduce == "sum" else total / variants
+    for (scale, flipped), maps in _variants(fn, images, cfg, activation):
+        if scale == 1.0 and not flipped and single is None:
+            single = maps
+        total = maps if total is None else total + maps
+        variants += 1
+    return (total if reduce == "sum" else total / variants), single
 
 
 def to_float_images(images: Tensor | np.ndarray) -> Tensor:
@@ -286,10 +317,26 @@ def tta_over_images(fn: MapFn, images: Sequence[np.ndarray | Tensor], cfg: TTACo
     Returns:
         One C x H x W float tensor per image (on CPU), in input order.
     """
-    outputs: list[Tensor | None] = [None] * len(images)
+    return [maps for maps, _ in tta_over_images_and_single(fn, images, cfg, activation, reduce, batch_size, device,
+                                                           keep_single=False)]
+
+
+@torch.no_grad()
+def tta_over_images_and_single(fn: MapFn, images: Sequence[np.ndarray | Tensor], cfg: TTAConfig = TTAConfig(),
+                               activation: str = "softmax", reduce: str = "mean", batch_size: int = 16,
+                               device: torch.device | str = "cpu",
+                               keep_single: bool = True) -> list[tuple[Tensor, Tensor | None]]:
+    """:func:`tta_maps_and_single` over H x W x 3 uint8 images of any sizes (equal sizes batched).
+
+    Returns:
+        One ``(combined, plain variant or None)`` pair of C x H x W CPU tensors per image, in input order.
+    """
+    outputs: list[tuple | None] = [None] * len(images)
     for positions in group_by_size([tuple(image.shape[:2]) for image in images], batch_size):
         batch = to_float_images(np.stack([np.asarray(images[p]) for p in positions])).to(device)
-        maps = tta_maps(fn, batch, cfg, activation, reduce).float().cpu()
+        maps, single = tta_maps_and_single(fn, batch, cfg, activation, reduce)
+        maps = maps.float().cpu()
+        single = single.float().cpu() if (keep_single and single is not None) else None
         for row, position in enumerate(positions):
-            outputs[position] = maps[row]
+            outputs[position] = (maps[row], None if single is None else single[row])
     return outputs

@@ -100,7 +100,7 @@ def apply_smoke(cfg: DictConfig) -> None:
         # Test-time scales: the first two of each list (a count; the multi-crop round's ten scales of
         # tiles would cost the smoke minutes).
         for node, key in ((cam, "scales"), (cfg.cyclic, "scales"), (cfg.eval, "scales"),
-                          (cam.get("multi_crop"), "rough_scales")):
+                          (cfg.eval, "ms_scales"), (cam.get("multi_crop"), "rough_scales")):
             if node is not None and node.get(key) is not None and len(node[key]) > 2:
                 node[key] = list(node[key])[:2]
         for node in (cfg.cyclic, cfg.eval):

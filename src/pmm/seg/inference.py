@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from pmm.crf import SEG_CRF, CRFParams
 from pmm.io import save_mask
-from pmm.nets.tta import TTAConfig, tta_maps, tta_over_images
+from pmm.nets.tta import TTAConfig, tta_maps, tta_over_images, tta_over_images_and_single
 
 
 def logits_fn(net):
@@ -95,6 +95,38 @@ def segment_images(
             image_probs = restrict_to_labels(image_probs, labels[position])
         masks.append(probs_to_mask(images[position], image_probs, crf=crf))
     return masks
+
+
+def segment_images_protocols(net, images: list[np.ndarray], plan, batch_size: int = 16,
+                             device: torch.device | str = "cpu") -> list[dict[str, np.ndarray]]:
+    """Label maps of H x W x 3 uint8 images under every protocol of ``plan`` (:mod:`pmm.seg.protocols`).
+
+    One multi-scale + flip pass gives the ``ms`` softmax and, from its scale-1 unflipped variant,
+    the ``ss`` one; ``ms_crf`` refines the ``ms`` softmax. Only a protocol the multi-scale pass does
+    not cover (no scale 1 among ``eval.ms_scales``, multi-crop mode, a custom headline) runs its own pass.
+    """
+    from dataclasses import replace
+
+    from pmm.seg.protocols import CUSTOM, protocol_masks
+
+    fn, multiple = logits_fn(net), size_multiple(net)
+    count = len(images)
+    ss: list = [None] * count
+    ms: list = [None] * count
+    custom: list = [None] * count
+    if plan.needs_ms:
+        pairs = tta_over_images_and_single(fn, images, replace(plan.ms_tta, size_multiple=multiple),
+                                           activation="softmax", reduce="mean", batch_size=batch_size, device=device,
+                                           keep_single=plan.shares_ss and "ss" in plan.wanted)
+        ms = [combined.numpy() for combined, _ in pairs]
+        if plan.shares_ss:
+            ss = [None if single is None else single.numpy() for _, single in pairs]
+    if "ss" in plan.wanted and not plan.shares_ss:
+        ss = predict_image_probs(net, images, plan.ss_tta, batch_size=batch_size, device=device)
+    if plan.headline == CUSTOM:
+        custom = predict_image_probs(net, images, plan.headline_tta, batch_size=batch_size, device=device)
+    return [protocol_masks(images[i], plan.wanted, ss[i], ms[i], plan.crf, custom[i], plan.headline_crf)
+            for i in range(count)]
 
 
 def predict_split_to_folder(

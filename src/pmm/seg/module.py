@@ -38,6 +38,9 @@ class SegModule(pl.LightningModule):
             eval node's); replaces ``val_scales`` / ``val_flip``.
         val_crf: :class:`pmm.crf.CRFParams` fields of a dense-CRF refinement of each validation
             prediction (``crf.seg`` when the eval node has ``crf: true``), or None.
+        val_protocols: ``{"protocols": [...], "ms_scales": [...], "crf": crf.seg fields}``: with
+            ``val_tta``, validate under every evaluation protocol (:mod:`pmm.seg.protocols`) from shared
+            passes and log ``val/miou_<protocol>`` beside ``val/miou`` (the headline's); None: off.
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class SegModule(pl.LightningModule):
         steps_per_epoch: int | None = None,
         val_tta: dict | None = None,
         val_crf: dict | None = None,
+        val_protocols: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer"])
@@ -73,6 +77,17 @@ class SegModule(pl.LightningModule):
         self.num_classes = net.num_classes
         self.val_confusion = MulticlassConfusionMatrix(self.num_classes, ignore_index=255)
         self.val_miou_best = MaxMetric()
+        self._val_plan = None
+        if val_protocols and val_tta:
+            from pmm.crf import CRFParams
+            from pmm.seg.protocols import plan_protocols
+
+            crf = CRFParams.from_config(val_protocols["crf"], "crf.seg")
+            self._val_plan = plan_protocols(TTAConfig.from_config(val_tta), bool(val_crf), crf,
+                                            val_protocols["ms_scales"], val_protocols["protocols"])
+        others = [name for name in (self._val_plan.wanted if self._val_plan else ()) if name != self._val_plan.headline]
+        self.val_protocol_confusions = torch.nn.ModuleDict(
+            {name: MulticlassConfusionMatrix(self.num_classes, ignore_index=255) for name in others})
         # The weights every cyclic round restarts from (``cyclic.reinit``): captured when the module is
         # built (after any encoder initialisation), carried in checkpoints, so a resumed fit restarts
         # rounds from the same weights and not from the ones it was resumed with.
@@ -125,6 +140,17 @@ class SegModule(pl.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         tta = self.validation_tta()
+        if self._val_plan is not None:
+            from pmm.seg.inference import segment_images_protocols
+
+            images = [image.cpu().numpy() for image in batch["image_uint8"]]
+            by_image = segment_images_protocols(self.net, images, self._val_plan, batch_size=len(images),
+                                                device=self.device)
+            for name in self._val_plan.wanted:
+                predicted = torch.from_numpy(np.stack([masks[name] for masks in by_image]).astype(np.int64))
+                metric = self.val_confusion if name == self._val_plan.headline else self.val_protocol_confusions[name]
+                metric.update(predicted.to(batch["mask"].device), batch["mask"])
+            return
         if not self.hparams.get("val_crf"):
             images = to_float_images(batch["image_uint8"]).to(self.device)
             self.val_confusion.update(predict_probs(self.net, images, tta).argmax(1), batch["mask"])
@@ -138,11 +164,19 @@ class SegModule(pl.LightningModule):
         predicted = torch.from_numpy(np.stack(masks).astype(np.int64)).to(batch["mask"].device)
         self.val_confusion.update(predicted, batch["mask"])
 
-    def on_validation_epoch_end(self) -> None:
-        confusion = self.val_confusion.compute().cpu().numpy()
-        self.val_confusion.reset()
+    @staticmethod
+    def _miou(metric) -> tuple[np.ndarray, float]:
+        confusion = metric.compute().cpu().numpy()
+        metric.reset()
         iou = per_class_iou(confusion)
-        miou = float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else 0.0
+        return iou, float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else 0.0
+
+    def on_validation_epoch_end(self) -> None:
+        iou, miou = self._miou(self.val_confusion)
+        if self._val_plan is not None:
+            self.log(f"val/miou_{self._val_plan.headline}", miou)
+            for name, metric in self.val_protocol_confusions.items():
+                self.log(f"val/miou_{name}", self._miou(metric)[1])
         self.val_miou_best.update(torch.tensor(miou))
         self.log("val/miou", miou, prog_bar=True)
         self.log("val/miou_best", self.val_miou_best.compute(), prog_bar=False)

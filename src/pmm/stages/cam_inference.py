@@ -100,6 +100,8 @@ def score_cams(ctx: RunContext, split_name: str) -> dict:
     curve = {f"{t:.2f}": round(m, 6) for t, m in zip(sweep.thresholds, mious)}
     return {
         "cam_miou": mious[best],
+        "cam_split": split_name,  # a figure is only comparable with one scored on the same split (train vs train_aug)
+        "cam_num_images": len(split),
         "cam_bg_threshold": float(sweep.thresholds[best]),
         "cam_miou_curve": curve,
         "cam_per_class_iou": {n: (None if np.isnan(v) else round(float(v), 6)) for n, v in zip(ctx.class_names, ious[best])},

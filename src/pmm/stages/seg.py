@@ -95,6 +95,7 @@ def validation_pipeline(ctx: RunContext) -> dict:
     ``single_scale``: one pass at the image's size (fast). ``eval``: the eval node's TTA (scales,
     flips, sliding window, test rescale) and, with ``eval.crf``, the ``crf.seg`` refinement, as
     the reference validates; its best checkpoint is then the one the final protocol would pick.
+    It also logs every protocol of ``eval.protocols`` (``val/miou_ss``...) from the same passes.
     """
     from dataclasses import asdict
 
@@ -103,9 +104,15 @@ def validation_pipeline(ctx: RunContext) -> dict:
         raise PmmError(f"seg.val_pipeline={pipeline}: expected one of {'|'.join(VAL_PIPELINES)}")
     if pipeline == "single_scale":
         return {}
+    from pmm.seg.protocols import DEFAULT_MS_SCALES, PROTOCOLS
+
     tta = TTAConfig.from_config(ctx.cfg.eval)
     crf = seg_crf(ctx, bool(ctx.cfg.eval.crf))
-    return {"val_tta": {**asdict(tta), "scales": list(tta.scales)}, "val_crf": asdict(crf) if crf else None}
+    protocols = {"protocols": list(ctx.cfg.eval.get("protocols", PROTOCOLS)),
+                 "ms_scales": [float(v) for v in ctx.cfg.eval.get("ms_scales", DEFAULT_MS_SCALES)],
+                 "crf": asdict(seg_crf(ctx, True))}
+    return {"val_tta": {**asdict(tta), "scales": list(tta.scales)}, "val_crf": asdict(crf) if crf else None,
+            "val_protocols": protocols}
 
 
 def build_seg_module(ctx: RunContext, round_epochs: int | None = None, steps_per_epoch: int | None = None) -> SegModule:
@@ -186,7 +193,8 @@ def run(ctx: RunContext) -> dict:
         report = score_mask_folder(ctx.train_split, folder, desc=f"scoring round {index}")
         rounds = list(ctx.read_metrics().get("pseudo_miou_rounds", []))
         rounds = rounds[:index] + [report["miou"]]
-        ctx.record(pseudo_miou_rounds=rounds)
+        # Round 0 is scored on pseudo_split, the cyclic rounds on the segmenter's training split.
+        ctx.record(pseudo_miou_rounds=rounds, cyclic_split=ctx.train_split.split)
         log_mask_panel(ctx, f"pseudo_masks/round_{index}", ctx.train_split.split, folder)
         log.info("cyclic round %d pseudo-mask mIoU on '%s': %.4f", index, ctx.train_split.split, report["miou"])
 
