@@ -290,9 +290,13 @@ def test_missing_files_and_missing_classes_stop_before_any_mask(tmp_path, tree, 
     assert not (tmp_path / "b" / "cams" / "train").exists() and not (tmp_path / "b" / "pseudo_masks").exists()
 
 
-def test_cam_ckpt_and_pseudo_cams_together_are_refused(tmp_path, tree):
+def test_two_sources_of_cams_are_refused(tmp_path, tree):
     with pytest.raises(PmmError, match="both give the CAMs"):
         run(tmp_path, tree, [f"pseudo.cams={tmp_path}", f"cam_ckpt={tmp_path / 'x.ckpt'}"])
+    own = tmp_path / "own"
+    save_cams(own / "cams" / "train" / "a.npz", np.zeros((0, 2, 2)), np.zeros(0))
+    with pytest.raises(PmmError, match="is this run's own CAM folder"):
+        run(own, tree, [f"pseudo.cams={own}"])
 
 
 def test_stage_all_with_pseudo_cams_skips_the_cam_stage(tmp_path, caplog):

@@ -106,6 +106,10 @@ def warn_strays(folder: Path, wanted: set[str], split_names: list[str]) -> None:
 def import_split(ctx: RunContext, split_name: str, folder: Path, formats: dict[str, Path], done: dict[str, Path]) -> None:
     """Check and convert one split's files into ``cams/<split>/`` (written under a temporary name, renamed at the end)."""
     split = ctx.split(split_name)
+    target = ctx.cams_dir(split_name)
+    if folder.resolve() == target.resolve():
+        raise PmmError(f"pseudo.cams={folder}: is this run's own CAM folder, which the stage writes; set pseudo.cams=null "
+                       "to use it as it is")
     files, _ = cam_files(folder)
     missing = [i for i in split.ids if i not in files]
     if missing:
@@ -115,7 +119,6 @@ def import_split(ctx: RunContext, split_name: str, folder: Path, formats: dict[s
     cfg = ctx.cfg.pseudo
     cam_key = cfg.get("cam_key") or None
     normalize = str(cfg.get("normalize") or "none")
-    target = ctx.cams_dir(split_name)
     staging = target.parent / f".{split_name}.importing"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
