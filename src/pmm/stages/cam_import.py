@@ -80,12 +80,14 @@ def import_cams(ctx: RunContext, split_names: list[str]) -> dict:
         for folder in dict.fromkeys(folders.values()):
             wanted = {i for name in split_names if folders[name] == folder for i in ctx.split(name).ids}
             warn_strays(folder, wanted, [n for n in split_names if folders[n] == folder])
+        arrays_read: set[str | None] = set()
         for name in split_names:
-            import_split(ctx, name, folders[name], formats, done)
+            import_split(ctx, name, folders[name], formats, done, arrays_read)
         source["pseudo_cams_format"] = next(iter(formats))
         ctx.record(**source)
-        log.info("pseudo.cams: CAMs of %s read from %s (format %s)", ", ".join(f"'{n}'" for n in split_names), root,
-                 source["pseudo_cams_format"])
+        arrays = sorted({str(key) for key in arrays_read})
+        log.info("pseudo.cams: CAMs of %s read from %s (format %s%s)", ", ".join(f"'{n}'" for n in split_names), root,
+                 source["pseudo_cams_format"], f", array {', '.join(arrays)}" if arrays else "")
         score_imported(ctx, split_names[0], source)
     barrier()
     return source
@@ -103,8 +105,12 @@ def warn_strays(folder: Path, wanted: set[str], split_names: list[str]) -> None:
                     folder, shown_ids([p.name for p in others]))
 
 
-def import_split(ctx: RunContext, split_name: str, folder: Path, formats: dict[str, Path], done: dict[str, Path]) -> None:
-    """Check and convert one split's files into ``cams/<split>/`` (written under a temporary name, renamed at the end)."""
+def import_split(ctx: RunContext, split_name: str, folder: Path, formats: dict[str, Path], done: dict[str, Path],
+                 arrays_read: set) -> None:
+    """Check and convert one split's files into ``cams/<split>/`` (written under a temporary name, renamed at the end).
+
+    ``formats``: format -> its first file, ``done``: id -> converted file, ``arrays_read``: the keys read
+    (all three shared between the splits of one run)."""
     split = ctx.split(split_name)
     target = ctx.cams_dir(split_name)
     if folder.resolve() == target.resolve():
@@ -137,6 +143,8 @@ def import_split(ctx: RunContext, split_name: str, folder: Path, formats: dict[s
                 other = next(f for f in formats if f != read.format)
                 raise PmmError(f"{path}: a {read.format} CAM file among {other} ones (e.g. {formats[other]}); one folder "
                                "holds the CAMs of one code base")
+            if read.key is not None:
+                arrays_read.add(read.key)
             cams, labels, extra = match_labels(read.cams, read.labels, split.labels(image_id), path)
             if extra:
                 dropped.append(f"{image_id} ({', '.join(ctx.class_names[c] for c in extra)})")
