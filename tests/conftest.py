@@ -29,10 +29,10 @@ def voc_copy(tmp_path: Path, voc_samples: Path) -> Path:
     return root
 
 
-def make_voc_aug_tree(voc_samples: Path, root: Path) -> Path:
+def make_voc_aug_tree(voc_samples: Path, root: Path, long_side: int = 160) -> Path:
     """A VOC2012-like tree as pmm.prepare writes it: SegmentationClassAug, train_aug/train/val lists, XML labels.
 
-    The 14 shared photographs, shrunk to 160 px on the long side to keep the smoke runs fast:
+    The 14 shared photographs, shrunk to ``long_side`` px (160) on the long side to keep the smoke runs fast:
     train_aug = the first 10, train = the first 6 of them, val = the last 4.
     """
     import numpy as np
@@ -47,7 +47,7 @@ def make_voc_aug_tree(voc_samples: Path, root: Path) -> Path:
     for image_id in ids:
         with Image.open(voc_samples / "JPEGImages" / f"{image_id}.jpg") as image:
             width, height = image.size
-            scale = 160 / max(width, height)
+            scale = long_side / max(width, height)
             size = (round(width * scale), round(height * scale))
             image.convert("RGB").resize(size, Image.BILINEAR).save(root / "JPEGImages" / f"{image_id}.jpg", quality=95)
         mask = load_mask(voc_samples / "SegmentationClass" / f"{image_id}.png")

@@ -46,18 +46,29 @@ def stage_runner(name: str):
 
 
 def stages_to_run(cfg: DictConfig, run_dir: Path) -> tuple[str, ...]:
-    """The stages of ``cfg.stage``; with ``stage=all`` and a segmenter ``ckpt_path``, only the segmentation stage.
+    """The stages of ``cfg.stage``; with ``stage=all`` and a segmenter ``ckpt_path``, only the segmentation
+    stage; with ``stage=all`` and ``pseudo.cams``, no CAM stage.
 
     Resuming a whole pipeline from a segmenter checkpoint must not retrain the CAM network: the CAM
-    and pseudo-mask outputs are taken from the run directory that wrote the checkpoint.
+    and pseudo-mask outputs are taken from the run directory that wrote the checkpoint. CAMs given
+    in ``pseudo.cams`` replace the CAM stage's: the pipeline is pseudo -> seg.
     """
     stages = PIPELINES[cfg.stage]
-    if cfg.stage != "all" or not cfg.get("ckpt_path"):
+    if cfg.stage != "all":
+        return stages
+    if not cfg.get("ckpt_path"):
+        cams = cfg.get("pseudo", {}).get("cams")
+        if cams:
+            log.info("stage=all with pseudo.cams=%s: the CAM stage is skipped (pseudo -> seg on those CAMs)", cams)
+            return tuple(stage for stage in stages if stage != "cam")
         return stages
     from pmm.checkpoints import ANY_STAGE, checkpoint_stage, read_pmm_checkpoint
 
     found = checkpoint_stage(read_pmm_checkpoint(Path(cfg.ckpt_path), "ckpt_path", ANY_STAGE, resume=True))
     if found in ("cam", None):
+        if cfg.get("pseudo", {}).get("cams"):
+            raise PmmError(f"ckpt_path={cfg.ckpt_path}: resumes the CAM stage, which pseudo.cams={cfg.pseudo.cams} "
+                           "skips; drop one of them")
         return stages
     if not any((run_dir / "pseudo_masks").glob("round_*")):
         raise PmmError(

@@ -72,7 +72,7 @@ def _fail(key: str, value: Any, expected: str) -> PmmError:
 class Check:
     """What one setting accepts; :meth:`expected` is the wording of its error.
 
-    ``kind``: number | integer | choice | flag. ``words``: a choice's options, or the strings a
+    ``kind``: number | integer | choice | flag | text (any non-empty string: a name or a path). ``words``: a choice's options, or the strings a
     number also accepts (``auto``). ``length``: a list of such values (0: any non-empty length).
     """
 
@@ -94,6 +94,8 @@ class Check:
             return f"{count} {item.replace('an integer', 'integers').replace('a number', 'numbers', 1)}{null}"
         if self.kind == "flag":
             return "true or false" + null
+        if self.kind == "text":
+            return "a non-empty string" + null
         if self.kind == "choice":
             return "one of " + "|".join(self.words) + ("|null" if self.nullable else "")
         bounds = [f"{op} {_show(v)}" for op, v in ((">", self.gt), (">=", self.ge), ("<", self.lt), ("<=", self.le))
@@ -115,6 +117,8 @@ class Check:
                     and all(item.ok(v) for v in value))
         if self.kind == "flag":
             return isinstance(value, bool)
+        if self.kind == "text":
+            return isinstance(value, str) and bool(value.strip())
         if isinstance(value, str) or self.kind == "choice":
             return isinstance(value, str) and value in self.words
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -146,6 +150,10 @@ def choice(default: Any, *options: str, nullable: bool = False) -> Any:
 
 def flag(default: bool | None, nullable: bool = False) -> Any:
     return field(default=default, metadata={"check": Check(kind="flag", nullable=nullable)})
+
+
+def text(default: str | None, nullable: bool = False) -> Any:
+    return field(default=default, metadata={"check": Check(kind="text", nullable=nullable)})
 
 
 def node(cls: type) -> Any:
@@ -401,6 +409,9 @@ class PseudoSettings(Node):
     workers: int = integer(2, ge=0)
     resume: bool = flag(False)
     figures: int = integer(8, ge=0)
+    cams: str | None = text(None, nullable=True)  # a folder (pmm.stages.cam_import checks it)
+    cam_key: str | None = text(None, nullable=True)
+    normalize: str = choice("none", "none", "minmax")
 
     def check_together(self, key: str) -> None:
         _ordered(f"{key}.alpha_range", self.alpha_range)

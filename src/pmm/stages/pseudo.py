@@ -25,6 +25,7 @@ from pmm.scoring.masks import score_mask_folder
 from pmm.scoring.metrics import confusion_matrix, mean_iou
 from pmm.io import load_cams, load_image, save_mask, write_json
 from pmm.pseudo import alpha_from_threshold, cov_smooth, make_pseudo_mask
+from pmm.stages.cam_import import import_cams
 from pmm.stages.cam_inference import infer_cams, load_cam_module, score_cams
 
 log = logging.getLogger("pmm")
@@ -185,6 +186,7 @@ def run(ctx: RunContext) -> dict:
     cfg = ctx.cfg.pseudo
     split_names = pseudo_splits(ctx)
     split_name = split_names[0]
+    cams_source = import_cams(ctx, split_names)  # pseudo.cams: another code base's CAMs, as this run's own
     for name in split_names:
         ensure_cams(ctx, name)
     metrics = ctx.read_metrics()
@@ -217,7 +219,7 @@ def run(ctx: RunContext) -> dict:
                      reports[name]["miou"])
         report = dict(reports[split_name])
         report.update(method=cfg.method, cov=bool(cfg.cov), alpha=alpha, round=0, folder=str(folder),
-                      by_split={name: r for name, r in reports.items()})
+                      by_split={name: r for name, r in reports.items()}, **cams_source)
         write_json(ctx.report_path("pseudo"), report)
         save_pseudo_figures(ctx, split_name, folder, settings)
         from pmm import viz
