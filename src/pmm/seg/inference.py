@@ -97,6 +97,27 @@ def segment_images(
     return masks
 
 
+def protocol_masks(image: np.ndarray, wanted: Sequence[str], ss_probs: np.ndarray | None,
+                   ms_probs: np.ndarray | None, crf: CRFParams | None, custom_probs: np.ndarray | None = None,
+                   custom_crf: bool = False) -> dict[str, np.ndarray]:
+    """Label maps of one image under each ``wanted`` protocol, from its C x H x W softmaxes.
+
+    ``ss_probs`` / ``ms_probs`` are the single- and multi-scale probabilities (None when no protocol
+    needs them); ``custom_probs`` is a custom headline's.
+    """
+    masks = {}
+    for name in wanted:
+        if name == "ss":
+            masks[name] = probs_to_mask(image, ss_probs)
+        elif name == "ms":
+            masks[name] = probs_to_mask(image, ms_probs)
+        elif name == "ms_crf":
+            masks[name] = probs_to_mask(image, ms_probs, crf=crf)
+        else:
+            masks[name] = probs_to_mask(image, custom_probs, crf=crf if custom_crf else None)
+    return masks
+
+
 def segment_images_protocols(net, images: list[np.ndarray], plan, batch_size: int = 16,
                              device: torch.device | str = "cpu") -> list[dict[str, np.ndarray]]:
     """Label maps of H x W x 3 uint8 images under every protocol of ``plan`` (:mod:`pmm.seg.protocols`).
@@ -107,7 +128,7 @@ def segment_images_protocols(net, images: list[np.ndarray], plan, batch_size: in
     """
     from dataclasses import replace
 
-    from pmm.seg.protocols import CUSTOM, protocol_masks
+    from pmm.seg.protocols import CUSTOM
 
     fn, multiple = logits_fn(net), size_multiple(net)
     count = len(images)

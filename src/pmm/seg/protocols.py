@@ -12,15 +12,13 @@ The single-scale prediction is one of the multi-scale passes (scale 1, not flipp
 starts from the multi-scale softmax, so all three cost one multi-scale pass plus the CRF. The
 headline ``val_miou`` is the protocol ``eval.scales`` / ``flip`` / ``crf`` describe (the preset's);
 when they describe none of the three (``custom``) it gets its own pass. All of this is plain
-config logic and numpy; :mod:`pmm.stages.evaluation` and :class:`pmm.seg.module.SegModule` run it.
+config logic; :func:`pmm.seg.inference.segment_images_protocols` predicts, :mod:`pmm.stages.evaluation` and :class:`pmm.seg.module.SegModule` run it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-
-import numpy as np
 
 from pmm.crf import CRFParams
 from pmm.nets.tta import TTAConfig, has_single_variant
@@ -107,26 +105,3 @@ def plan_protocols(tta: TTAConfig, crf_enabled: bool, crf: CRFParams | None, ms_
         headline_crf=bool(crf_enabled),
         crf=crf,
     )
-
-
-def protocol_masks(image: np.ndarray, wanted: Sequence[str], ss_probs: np.ndarray | None,
-                   ms_probs: np.ndarray | None, crf: CRFParams | None, custom_probs: np.ndarray | None = None,
-                   custom_crf: bool = False) -> dict[str, np.ndarray]:
-    """Label maps of one image under each ``wanted`` protocol, from its C x H x W softmaxes.
-
-    ``ss_probs`` / ``ms_probs`` are the single- and multi-scale probabilities (None when no protocol
-    needs them); ``custom_probs`` is a custom headline's.
-    """
-    from pmm.seg.inference import probs_to_mask
-
-    masks = {}
-    for name in wanted:
-        if name == "ss":
-            masks[name] = probs_to_mask(image, ss_probs)
-        elif name == "ms":
-            masks[name] = probs_to_mask(image, ms_probs)
-        elif name == "ms_crf":
-            masks[name] = probs_to_mask(image, ms_probs, crf=crf)
-        else:
-            masks[name] = probs_to_mask(image, custom_probs, crf=crf if custom_crf else None)
-    return masks
