@@ -218,24 +218,51 @@ def _grown_rows(rows, count):
 
 
 @nb.njit(**_JIT)
-def _neighbours(vertex_keys, m, v_keys, v_values, v_bits, key_lo, key_mult):
+def _vertex_codes(vertex_keys, m, key_lo, key_mult):
+    d = vertex_keys.shape[1]
+    codes = np.empty(m, dtype=np.int64)
+    for v in range(m):
+        code = np.int64(0)
+        for i in range(d):
+            code += np.int64(vertex_keys[v, i] - key_lo[i]) * key_mult[i]
+        codes[v] = code
+    return codes
+
+
+@nb.njit(**_JIT)
+def _merge_neighbours(sorted_codes, order, deltas, m):
+    """Blur neighbours by merging the sorted vertex codes with themselves shifted by each axis' delta.
+
+    Moving a vertex key along a lattice axis adds the same constant to its packed code whatever the
+    key, so ``sorted_codes + delta`` is sorted too and one linear merge finds every neighbour (no
+    hash probe per vertex and axis: those are cache misses on large lattices).
+    """
+    axes = deltas.shape[0]
+    neighbours = np.empty((axes, 2, m), dtype=np.int32)
+    for j in range(axes):
+        for side in range(2):
+            delta = deltas[j, side]
+            t = 0
+            for s in range(m):
+                target = sorted_codes[s] + delta
+                while t < m and sorted_codes[t] < target:
+                    t += 1
+                neighbours[j, side, order[s]] = order[t] if t < m and sorted_codes[t] == target else m
+    return neighbours
+
+
+def _neighbours(vertex_keys, m, key_lo, key_mult):
     # Along axis j: key - 1 except key[j] + d, and key + 1 except key[j] - d (j < d); along the
     # implied axis d every coordinate moves by one. The margin in key_lo keeps codes in range.
     d = vertex_keys.shape[1]
-    neighbours = np.empty((d + 1, 2, m), dtype=np.int32)
+    codes = _vertex_codes(vertex_keys, m, key_lo, key_mult)
+    order = np.argsort(codes, kind="stable").astype(np.int32)
+    total = int(np.sum(key_mult))
+    deltas = np.empty((d + 1, 2), dtype=np.int64)
     for j in range(d + 1):
-        for v in range(m):
-            for side in range(2):
-                sign = 1 if side == 0 else -1
-                vcode = np.int64(0)
-                for i in range(d):
-                    moved = vertex_keys[v, i] - sign
-                    if i == j:
-                        moved = vertex_keys[v, i] + sign * d
-                    vcode += np.int64(moved - key_lo[i]) * key_mult[i]
-                vslot = _probe(v_keys, vcode, v_bits)
-                neighbours[j, side, v] = v_values[vslot] if v_keys[vslot] == vcode else m
-    return neighbours
+        forward = -total + ((d + 1) * int(key_mult[j]) if j < d else 0)
+        deltas[j, 0], deltas[j, 1] = forward, -forward
+    return _merge_neighbours(codes[order], order, deltas, m)
 
 
 def connect(rem0, rank, lo, key_lo, key_mult, simplex_mult):
@@ -269,7 +296,7 @@ def connect(rem0, rank, lo, key_lo, key_mult, simplex_mult):
         if 2 * (v_count + d + 1) > v_keys.shape[0] or v_count + d + 1 > vertex_keys.shape[0]:
             v_keys, v_values, v_bits = _grow(v_keys, v_values, v_bits)
             vertex_keys = _grown_rows(vertex_keys, v_count)
-    neighbours = _neighbours(vertex_keys, v_count, v_keys, v_values, v_bits, key_lo, key_mult)
+    neighbours = _neighbours(vertex_keys, v_count, key_lo, key_mult)
     return offsets, neighbours, v_count
 
 
