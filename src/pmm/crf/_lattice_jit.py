@@ -230,14 +230,16 @@ def _vertex_codes(vertex_keys, m, key_lo, key_mult):
 
 
 @nb.njit(**_JIT)
-def _merge_neighbours(sorted_codes, order, deltas, m):
-    """Blur neighbours by merging the sorted vertex codes with themselves shifted by each axis' delta.
+def _merge_neighbours(sorted_codes, deltas):
+    """Blur neighbours of vertices numbered in code order: a merge of the codes with themselves shifted.
 
     Moving a vertex key along a lattice axis adds the same constant to its packed code whatever the
     key, so ``sorted_codes + delta`` is sorted too and one linear merge finds every neighbour (no
-    hash probe per vertex and axis: those are cache misses on large lattices).
+    hash probe per vertex and axis: those are cache misses on large lattices). The neighbour indices
+    of an axis then increase with the vertex index, so the blur reads its neighbours in order.
     """
     axes = deltas.shape[0]
+    m = sorted_codes.shape[0]
     neighbours = np.empty((axes, 2, m), dtype=np.int32)
     for j in range(axes):
         for side in range(2):
@@ -247,22 +249,33 @@ def _merge_neighbours(sorted_codes, order, deltas, m):
                 target = sorted_codes[s] + delta
                 while t < m and sorted_codes[t] < target:
                     t += 1
-                neighbours[j, side, order[s]] = order[t] if t < m and sorted_codes[t] == target else m
+                neighbours[j, side, s] = t if t < m and sorted_codes[t] == target else m
     return neighbours
 
 
+@nb.njit(**_JIT)
+def _renumber(offsets, new_index):
+    n, k = offsets.shape
+    for p in range(n):
+        for r in range(k):
+            offsets[p, r] = new_index[offsets[p, r]]
+
+
 def _neighbours(vertex_keys, m, key_lo, key_mult):
+    """(neighbours (d + 1) x 2 x M in code order, the code-order index of each vertex)."""
     # Along axis j: key - 1 except key[j] + d, and key + 1 except key[j] - d (j < d); along the
     # implied axis d every coordinate moves by one. The margin in key_lo keeps codes in range.
     d = vertex_keys.shape[1]
     codes = _vertex_codes(vertex_keys, m, key_lo, key_mult)
-    order = np.argsort(codes, kind="stable").astype(np.int32)
+    order = np.argsort(codes, kind="stable")
+    new_index = np.empty(m, dtype=np.int32)
+    new_index[order] = np.arange(m, dtype=np.int32)
     total = int(np.sum(key_mult))
     deltas = np.empty((d + 1, 2), dtype=np.int64)
     for j in range(d + 1):
         forward = -total + ((d + 1) * int(key_mult[j]) if j < d else 0)
         deltas[j, 0], deltas[j, 1] = forward, -forward
-    return _merge_neighbours(codes[order], order, deltas, m)
+    return _merge_neighbours(codes[order], deltas), new_index
 
 
 def connect(rem0, rank, lo, key_lo, key_mult, simplex_mult):
@@ -296,7 +309,9 @@ def connect(rem0, rank, lo, key_lo, key_mult, simplex_mult):
         if 2 * (v_count + d + 1) > v_keys.shape[0] or v_count + d + 1 > vertex_keys.shape[0]:
             v_keys, v_values, v_bits = _grow(v_keys, v_values, v_bits)
             vertex_keys = _grown_rows(vertex_keys, v_count)
-    neighbours = _neighbours(vertex_keys, v_count, key_lo, key_mult)
+    # Vertices are renumbered in the order of their packed keys (see _merge_neighbours).
+    neighbours, new_index = _neighbours(vertex_keys, v_count, key_lo, key_mult)
+    _renumber(offsets, new_index)
     return offsets, neighbours, v_count
 
 
@@ -511,4 +526,78 @@ def slice_rows(offsets, weights, lattice_values, rows, factor):
         for r in range(k):
             s += weights[p, r] * lattice_values[offsets[p, r]]
         out[t] = np.float32(factor * s)
+    return out
+
+
+@nb.njit(**_JIT)
+def softmax_rows(logits):
+    """Per row (pixel) of N x L float32 logits: ``exp(x - max x) / sum`` (densecrf's ``expAndNormalize``)."""
+    n, c = logits.shape
+    out = np.empty((n, c), dtype=np.float32)
+    for p in range(n):
+        top = logits[p, 0]
+        for ch in range(1, c):
+            if logits[p, ch] > top:
+                top = logits[p, ch]
+        total = np.float32(0.0)
+        for ch in range(c):
+            e = np.float32(math.exp(logits[p, ch] - top))
+            out[p, ch] = e
+            total += e
+        inverse = np.float32(1.0) / total
+        for ch in range(c):
+            out[p, ch] *= inverse
+    return out
+
+
+@nb.njit(**_JIT)
+def saturated_rows(logits, margin):
+    """Rows whose top logit beats the log-sum-exp of the others by more than ``margin`` (1 - max Q < e^-margin)."""
+    n, c = logits.shape
+    out = np.empty(n, dtype=np.bool_)
+    bound = math.exp(-margin)
+    for p in range(n):
+        top = logits[p, 0]
+        best = 0
+        for ch in range(1, c):
+            if logits[p, ch] > top:
+                top = logits[p, ch]
+                best = ch
+        rest = 0.0
+        for ch in range(c):
+            if ch != best:
+                rest += math.exp(float(logits[p, ch] - top))
+        out[p] = rest < bound
+    return out
+
+
+@nb.njit(**_JIT)
+def splat_rows_labels(offsets, weights, rows, values, out):
+    """``out += splat`` of the pixels ``rows`` with ``values`` (N' x C) into (M + 1) x C lattice values."""
+    k = offsets.shape[1]
+    c = values.shape[1]
+    for t in range(rows.shape[0]):
+        p = rows[t]
+        for r in range(k):
+            o = offsets[p, r]
+            w = weights[p, r]
+            for ch in range(c):
+                out[o, ch] += w * values[t, ch]
+
+
+@nb.njit(**_JIT)
+def slice_rows_labels(offsets, weights, lattice_values, rows, factor):
+    """N' x C: ``factor * sum_r w_r * values[offset_r]`` at the pixels ``rows``."""
+    k = offsets.shape[1]
+    c = lattice_values.shape[1]
+    out = np.zeros((rows.shape[0], c), dtype=np.float32)
+    for t in range(rows.shape[0]):
+        p = rows[t]
+        for r in range(k):
+            o = offsets[p, r]
+            w = weights[p, r]
+            for ch in range(c):
+                out[t, ch] += w * lattice_values[o, ch]
+        for ch in range(c):
+            out[t, ch] *= factor
     return out
