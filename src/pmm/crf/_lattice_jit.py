@@ -547,3 +547,43 @@ def slice_rows_labels(offsets, weights, lattice_values, rows, factor):
         for ch in range(c):
             out[t, ch] *= factor
     return out
+
+
+@nb.njit(**_JIT)
+def filter_rows_labels(offsets, weights, neighbours, frozen, rows, values, factor, work, scratch):
+    """``factor * K (frozen + splat(rows, values))`` sliced at ``rows`` (N' x C float32).
+
+    ``frozen``: the (M + 1) x C lattice values of the pixels not in ``rows``; ``work`` and ``scratch``:
+    (M + 1) x C buffers whose row M is zero (reused across iterations, no allocation).
+    """
+    axes, _, m = neighbours.shape
+    k = offsets.shape[1]
+    c = values.shape[1]
+    work[:] = frozen
+    for t in range(rows.shape[0]):
+        p = rows[t]
+        for r in range(k):
+            o = offsets[p, r]
+            w = weights[p, r]
+            for ch in range(c):
+                work[o, ch] += w * values[t, ch]
+    current, other = work, scratch
+    half = np.float32(0.5)
+    for j in range(axes):
+        for v in range(m):
+            a = neighbours[j, 0, v]
+            b = neighbours[j, 1, v]
+            for ch in range(c):
+                other[v, ch] = current[v, ch] + half * (current[a, ch] + current[b, ch])
+        current, other = other, current
+    out = np.zeros((rows.shape[0], c), dtype=np.float32)
+    for t in range(rows.shape[0]):
+        p = rows[t]
+        for r in range(k):
+            o = offsets[p, r]
+            w = weights[p, r]
+            for ch in range(c):
+                out[t, ch] += w * current[o, ch]
+        for ch in range(c):
+            out[t, ch] *= factor
+    return out

@@ -117,22 +117,19 @@ class LatticeKernel:
     # One L-label problem: all label channels go through the lattice together (N x L values).
 
     def start_labels(self, active: np.ndarray, q: np.ndarray) -> list:
-        """State of the active-set iterations of one multi-label problem (q: N x L): active rows, frozen splat."""
+        """State of the active-set iterations of one multi-label problem (q: N x C): active rows, frozen splat."""
         frozen_rows = np.setdiff1d(np.arange(q.shape[0]), active, assume_unique=True)
         frozen = self.jit.splat(self.offsets, self.scaled_weights, q[frozen_rows], frozen_rows, self.num_vertices)
-        return [active, frozen]
+        return [active, frozen, np.empty_like(frozen), np.zeros_like(frozen)]
 
     def message_labels(self, state: list, q: np.ndarray, q_active: np.ndarray, factor: float) -> np.ndarray:
-        """``factor * K~ q`` at the active pixels, all labels (N' x L)."""
-        jit = self.jit
-        active, frozen = state
-        lattice = frozen.copy()
-        jit.splat_rows_labels(self.offsets, self.scaled_weights, active, q_active, lattice)
-        blurred = jit.blur(lattice, self.neighbours)
-        return jit.slice_rows_labels(self.offsets, self.scaled_weights, blurred, active, np.float32(factor) * self.alpha)
+        """``factor * K~ q`` at the active pixels, all channels (N' x C)."""
+        active, frozen, work, scratch = state
+        return self.jit.filter_rows_labels(self.offsets, self.scaled_weights, self.neighbours, frozen, active, q_active,
+                                           np.float32(factor) * self.alpha, work, scratch)
 
     def freeze_labels(self, state: list, done: np.ndarray, q_active: np.ndarray) -> None:
-        active, frozen = state
+        active, frozen = state[:2]
         self.jit.splat_rows_labels(self.offsets, self.scaled_weights, active[done], q_active[done], frozen)
         state[0] = active[~done]
 
@@ -303,41 +300,61 @@ def multi_label_mean_field(kernels: list, unaries: np.ndarray, iterations: int,
                            freeze_logit: float | None = FREEZE_LOGIT) -> np.ndarray:
     """Marginals, N x L, of one L-label Potts problem (unaries L x N) on the image's kernels.
 
-    densecrf's update ``x_l = -U_l + sum_k w_k K~_k Q_l``, ``Q = softmax(x)``, with every label channel
-    splatted, blurred and sliced together. The first iteration filters every pixel; then pixels whose
-    top logit beats the log-sum-exp of the others by more than ``freeze_logit`` (1 - max Q < 6e-6 at
-    12) are frozen: their splat is kept in lattice space and only the remaining pixels are splatted
-    and sliced. None: exact iteration everywhere.
+    densecrf's update ``x_l = -U_l + sum_k w_k K~_k Q_l``, ``Q = softmax(x)``. The marginals sum to
+    one, so ``K~ Q_last = K~ 1 - sum_{l < last} K~ Q_l``: L - 1 channels are filtered (splatted,
+    blurred and sliced together), ``K~ 1`` once. The first iteration filters every pixel; then pixels
+    whose top logit beats the log-sum-exp of the others by more than ``freeze_logit`` (1 - max Q <
+    e^-freeze_logit) are frozen: their splat is kept in lattice space and only the remaining pixels
+    are splatted and sliced. None: exact iteration everywhere.
     """
     from pmm.crf import _lattice_jit as jit
 
     neg_unary = np.ascontiguousarray(-unaries.T, dtype=np.float32)  # N x L
+    num_pixels, num_labels = neg_unary.shape
+    filtered = num_labels - 1
     q = jit.softmax_rows(neg_unary)
-    logits = neg_unary
-    dense = iterations if freeze_logit is None else 1
-    for _ in range(min(dense, iterations)):
-        logits = neg_unary.copy()
-        for kernel in kernels:
-            logits += kernel.apply(q, kernel.weight)
-        q = jit.softmax_rows(logits)
-    if freeze_logit is None or iterations <= 1:
+    # One pass over each kernel gives K~1 (the last column) and the first iteration's messages.
+    first = q.copy()
+    first[:, filtered] = 1.0
+    messages = np.zeros((num_pixels, num_labels), dtype=np.float32)
+    for kernel in kernels:
+        messages += kernel.apply(first, kernel.weight)
+    ones_message = messages[:, filtered].copy()  # sum_k w_k K~_k 1
+
+    def update(x: np.ndarray, messages: np.ndarray, ones: np.ndarray) -> np.ndarray:
+        x[:, :filtered] += messages[:, :filtered]
+        x[:, filtered] += ones - messages[:, :filtered].sum(axis=1)
+        return x
+
+    logits = update(neg_unary.copy(), messages, ones_message)
+    q = jit.softmax_rows(logits)
+    if freeze_logit is None:
+        for _ in range(iterations - 1):
+            values = np.ascontiguousarray(q[:, :filtered])
+            messages = sum(kernel.apply(values, kernel.weight) for kernel in kernels)
+            q = jit.softmax_rows(update(neg_unary.copy(), messages, ones_message))
+        return q
+    if iterations <= 1:
         return q
     active = np.flatnonzero(~jit.saturated_rows(logits, freeze_logit))
-    states = [kernel.start_labels(active, q) for kernel in kernels]
+    values = np.ascontiguousarray(q[:, :filtered])
+    states = [kernel.start_labels(active, values) for kernel in kernels]
     for _ in range(iterations - 1):
         if active.size == 0:
             break
-        q_active = q[active]
-        x = neg_unary[active]
-        for kernel, state in zip(kernels, states):
-            x += kernel.message_labels(state, q, q_active, kernel.weight)
+        values_active = values[active]
+        messages = sum(kernel.message_labels(state, values, values_active, kernel.weight)
+                       for kernel, state in zip(kernels, states))
+        x = update(neg_unary[active], messages, ones_message[active])
         q_active = jit.softmax_rows(x)
         q[active] = q_active
+        values[active] = q_active[:, :filtered]
         done = jit.saturated_rows(x, freeze_logit)
         # Compacting the active rows costs a pass over them: only worth it for a real share.
         if np.count_nonzero(done) > FREEZE_BATCH * active.size:
+            values_active = values[active]
             for kernel, state in zip(kernels, states):
-                kernel.freeze_labels(state, done, q_active)
+                kernel.freeze_labels(state, done, values_active)
             active = active[~done]
     return q
 
