@@ -1,35 +1,35 @@
-"""``crf.*.backend=fast``: PPMG's two-label dense CRFs of one image, solved together.
+"""``crf.*.backend=fast``: the dense CRFs of one image on one shared lattice, with frozen pixels.
 
 The reference loop (``benchmarks/bench_crf.py --profile`` shows where it spends its time) builds a
-Gaussian and a bilateral lattice and runs the mean-field iterations for every two-label problem
-(both kernels filter both labels of every pixel through pydensecrf's permutohedral lattice). The
-lattices depend on the image only, yet ``DenseCRF2D`` rebuilds them for every class; and most
-pixels are settled after one iteration.
+Gaussian and a bilateral lattice and runs the mean-field iterations for every problem (both
+kernels filter every label of every pixel through pydensecrf's permutohedral lattice). The
+lattices depend on the image only, yet ``DenseCRF2D`` rebuilds them for every class (PPMG's K
+two-label problems); and most pixels are settled after one iteration.
 
 This backend keeps pydensecrf's model and its lattice arithmetic, and changes how the work is
 shared:
 
-- the bilateral lattice is built once per image, whatever the number of classes, by compiled code
-  (``pmm.crf._lattice_jit``, numba): densecrf's ``Permutohedral`` float32 step for step (elevation,
-  rounding, simplex ranks, barycentric weights, the ``[1/2, 1, 1/2]`` blur along the d + 1 axes, the
-  ``1 / (1 + 2^-d)`` slice factor, symmetric normalisation), with a hash per distinct simplex instead
-  of one per vertex of every pixel (a photo has far fewer distinct simplices than pixels);
-- with Potts compatibilities a two-label problem needs only its foreground channel:
-  ``K(1 - q) = K 1 - K q`` with ``K 1`` the image's constant; the first iteration filters all K
-  problems at once as K channels of one splat / blur / slice;
-- pixels whose logit passes +-12 after the first iteration (Q within 6e-6 of 0 or 1) are frozen:
-  their splat is kept in lattice space and only the remaining pixels (about 5-15 %) are splatted
-  and sliced (the blur of the small lattice is cheap);
-- the spatial kernel (sxy = 3) is an exact separable Gaussian convolution (OpenCV) over the window
-  of the active pixels; pydensecrf's 2-d lattice approximates that Gaussian (impulse-response std
-  2.9-3.1 px) and is itself costly to build.
-
-Multi-label problems (the segmentation stage, P = 1) go to the pydensecrf loop: there is no work to
-share between problems, and its SSE filtering of L channels is as fast as a compiled splat/slice.
+- the bilateral lattice is built once per image, whatever the number of problems, by compiled
+  code (``pmm.crf._lattice_jit``, numba): densecrf's ``Permutohedral`` float32 step for step
+  (elevation, rounding, simplex ranks, barycentric weights, the ``[1/2, 1, 1/2]`` blur along the
+  d + 1 axes, the ``1 / (1 + 2^-d)`` slice factor, symmetric normalisation), with its vertices
+  found by sorting packed keys and numbered in key order (the blur then reads in order);
+- with Potts compatibilities the marginals' sum to one saves a channel: a two-label problem needs
+  only its foreground, ``K(1 - q) = K 1 - K q``, and an L-label problem L - 1 channels, with ``K 1``
+  the image's constant; all channels (PPMG's K problems in the first iteration, or the L - 1
+  labels) go through one splat / blur / slice;
+- pixels that are saturated after the first iteration are frozen: their splat is kept in lattice
+  space and only the remaining pixels are splatted and sliced. Two labels: logit past +-12 (Q
+  within 6e-6 of 0 or 1, about 5-15 % of PPMG's pixels stay); L labels: top logit 6 above the
+  log-sum-exp of the others (max Q above 1 - 2.5e-3; on a segmenter's softmax 5-30 % stay);
+- the spatial kernel is an exact separable Gaussian convolution (OpenCV) over the window of the
+  active pixels, all channels at once; pydensecrf's 2-d lattice approximates that Gaussian
+  (impulse-response std 2.9-3.1 px for sxy = 3, 0.95-1.02 px with a centre weight 0.135-0.162
+  instead of 0.159 for the segmentation stage's sxy = 1) and is itself costly to build.
 
 Its speed-up, pixel agreement and mIoU against the reference: ``python benchmarks/bench_crf.py``
-(docs/benchmarks.md). With ``grid_gaussian = False,
-freeze_logit = None`` the marginals equal pydensecrf's to float rounding (tested).
+(docs/benchmarks.md). With ``grid_gaussian = False, freeze_logit = label_freeze_logit = None`` the
+marginals equal pydensecrf's to float rounding (tested).
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ import math
 import numpy as np
 
 from pmm.crf.base import CRFBackend, CRFParams, register_crf_backend
-from pmm.crf.pydensecrf_backend import PyDenseCRFBackend
 
 __all__ = ["FastBackend", "LatticeKernel", "pixel_features"]
 
@@ -236,6 +235,12 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 # after the first iteration is frozen: it keeps its Q and stops being filtered. 12 trades agreement
 # with pydensecrf against speed (the figures at 10, 12 and 14: docs/benchmarks.md).
 FREEZE_LOGIT = 12.0
+# The same for one multi-label problem (the segmentation stage's): a pixel is frozen once its top
+# logit beats the log-sum-exp of the others by this much (max Q above 1 - 2.5e-3). Lower than the
+# two-label value because the full-lattice blur stays per iteration, so only the splat and slice
+# shrink; on segmenter-like softmaxes of the voc_samples photos 6 changes 0.0003 % of pixels more
+# than exact iteration (docs/benchmarks.md).
+LABEL_FREEZE_LOGIT = 6.0
 # Later iterations freeze their saturated pixels only when they are at least this share of the active ones.
 FREEZE_BATCH = 0.1
 
@@ -297,7 +302,7 @@ def binary_mean_field(kernels: list, unaries: np.ndarray, iterations: int,
 
 
 def multi_label_mean_field(kernels: list, unaries: np.ndarray, iterations: int,
-                           freeze_logit: float | None = FREEZE_LOGIT) -> np.ndarray:
+                           freeze_logit: float | None = LABEL_FREEZE_LOGIT) -> np.ndarray:
     """Marginals, N x L, of one L-label Potts problem (unaries L x N) on the image's kernels.
 
     densecrf's update ``x_l = -U_l + sum_k w_k K~_k Q_l``, ``Q = softmax(x)``. The marginals sum to
@@ -361,10 +366,11 @@ def multi_label_mean_field(kernels: list, unaries: np.ndarray, iterations: int,
 
 @register_crf_backend("fast")
 class FastBackend(CRFBackend):
-    """Shared lattices, one-channel binary problems, sparse-matrix filtering (CPU, numpy/scipy)."""
+    """One lattice per image shared by all its problems and labels; frozen pixels (CPU, numba + OpenCV)."""
 
     grid_gaussian = True
-    freeze_logit: float | None = FREEZE_LOGIT
+    freeze_logit: float | None = FREEZE_LOGIT  # two-label problems
+    label_freeze_logit: float | None = LABEL_FREEZE_LOGIT  # problems with three labels or more
 
     def solve(self, image: np.ndarray, unaries: np.ndarray, params: CRFParams) -> np.ndarray:
         num_problems, num_labels, height, width = unaries.shape
@@ -377,5 +383,5 @@ class FastBackend(CRFBackend):
             return np.stack([1.0 - fg, fg], axis=1).astype(np.float32)
         kernels = _image_kernels(image, params, self.grid_gaussian)
         flat = unaries.reshape(num_problems, num_labels, height * width)
-        q = [multi_label_mean_field(kernels, unary, int(params.iterations), self.freeze_logit) for unary in flat]
+        q = [multi_label_mean_field(kernels, unary, int(params.iterations), self.label_freeze_logit) for unary in flat]
         return np.stack([marginals.T.reshape(num_labels, height, width) for marginals in q]).astype(np.float32)
