@@ -34,6 +34,12 @@ def crf_section() -> str:
     return bench_crf.section(profile=True)
 
 
+def crf_seg_section() -> str:
+    import bench_crf
+
+    return bench_crf.seg_section()
+
+
 def pipeline_section() -> str:
     import bench_pipeline
 
@@ -49,6 +55,7 @@ def quality_section() -> str:
 # name -> callable returning a markdown section; run in this order.
 SECTIONS: dict[str, Callable[[], str]] = {
     "crf": crf_section,
+    "crf_seg": crf_seg_section,
     "pipeline": pipeline_section,
     "quality": quality_section,
 }

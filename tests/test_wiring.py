@@ -72,7 +72,7 @@ def test_the_two_crf_settings_are_the_reference_ones():
     assert CRFParams.from_config(cfg.crf.pseudo) == CRFParams(backend="fast", iterations=10, gauss_sxy=3,
                                                               gauss_compat=10, bilateral_sxy=80, bilateral_srgb=13,
                                                               bilateral_compat=10)
-    assert CRFParams.from_config(cfg.crf.seg) == CRFParams(backend="pydensecrf", iterations=10, gauss_sxy=1,
+    assert CRFParams.from_config(cfg.crf.seg) == CRFParams(backend="fast", iterations=10, gauss_sxy=1,
                                                            gauss_compat=3, bilateral_sxy=67, bilateral_srgb=3,
                                                            bilateral_compat=4)
 

@@ -1,14 +1,16 @@
 """Compiled (numba) kernels of the fast dense-CRF backend: the permutohedral lattice and its filter.
 
 The lattice is densecrf's ``Permutohedral`` (Adams et al. 2010; Krähenbühl's ``permutohedral.cpp``),
-rewritten for numba, float32 step for step, with two changes that only affect speed:
+rewritten for numba, float32 step for step (same vertices, weights, blur and slice), with changes
+that only affect speed:
 
-- a pixel whose enclosing simplex (remainder-0 point and ranks) is the previous pixel's reuses its
-  d + 1 vertex indices instead of hashing them again (neighbouring pixels of similar colour mostly
-  share a simplex);
-- the filter is split into splat, blur and slice so that mean-field iterations can update the blurred
-  lattice values incrementally: only the pixels whose marginals changed are splatted, and their
-  splat is blurred over the vertices it reaches (a sparse blur), not over the whole lattice.
+- distinct simplices and vertices are found by sorting packed int64 keys, not through a hash table,
+  and vertices are numbered in key order, so that the blur neighbours come from one linear merge
+  per axis and the blur reads them in increasing order (on a photo at DeepLab's colour width,
+  srgb = 3, almost every pixel has its own simplex and the lattice has 1-3 vertices per pixel: hash
+  probes and random reads over tables that size are cache misses);
+- the filter is split into splat, blur and slice so that mean-field iterations can keep the frozen
+  pixels' splat in lattice space and splat and slice only the pixels still changing.
 
 Vertex index ``M`` (one past the last vertex) stands for a missing blur neighbour; arrays of lattice
 values carry a zero row there.
@@ -22,41 +24,6 @@ import numba as nb
 import numpy as np
 
 _JIT = dict(cache=True, nogil=True)
-
-
-_EMPTY = -1
-_FIB = np.uint64(11400714819323198485)  # 2^64 / golden ratio: Fibonacci hashing of int64 codes
-
-
-@nb.njit(inline="always", **_JIT)
-def _slot(code, bits):
-    return np.int64((np.uint64(code) * _FIB) >> np.uint64(64 - bits))
-
-
-@nb.njit(inline="always", **_JIT)
-def _probe(table_keys, code, bits):
-    """The slot of ``code`` in an open-addressing table, or the empty slot where it would go."""
-    mask = (1 << bits) - 1
-    slot = _slot(code, bits)
-    while True:
-        stored = table_keys[slot]
-        if stored == code or stored == _EMPTY:
-            return slot
-        slot = (slot + 1) & mask
-
-
-@nb.njit(**_JIT)
-def _grow(table_keys, table_values, bits):
-    bits += 1
-    keys = np.full(1 << bits, _EMPTY, dtype=np.int64)
-    values = np.empty(1 << bits, dtype=np.int32)
-    for s in range(table_keys.shape[0]):
-        code = table_keys[s]
-        if code != _EMPTY:
-            slot = _probe(keys, code, bits)
-            keys[slot] = code
-            values[slot] = table_values[s]
-    return keys, values, bits
 
 
 @nb.njit(**_JIT)
@@ -150,127 +117,148 @@ def _canonical(d):
 
 
 @nb.njit(**_JIT)
-def _connect_run(start, rem0, rank, lo, key_lo, key_mult, simplex_mult, canonical, offsets,
-                 s_keys, s_values, s_bits, s_count, s_vertices,
-                 v_keys, v_values, v_bits, v_count, vertex_keys):
-    """Assign vertices from feature ``start`` on, until done or a table needs to grow.
-
-    No array is re-bound inside the loop (numba would reference-count it at every step): the caller
-    grows the tables and calls again. Returns ``(next feature, simplices, vertices)``.
-    """
+def _simplex_codes(rem0, rank, lo, simplex_mult):
+    """Per feature, its enclosing simplex (remainder-0 point and ranks) packed into one int64."""
     n, d = rem0.shape
-    full_rank = np.empty(d + 1, dtype=np.int32)
-    key = np.empty(d, dtype=np.int32)
-    previous = np.int64(-1)
-    previous_simplex = 0
-    for k in range(start, n):
+    codes = np.empty(n, dtype=np.int64)
+    for k in range(n):
         code = np.int64(0)
         for i in range(d):
             code += np.int64(rem0[k, i] - lo[i]) * simplex_mult[i] + np.int64(rank[k, i]) * simplex_mult[d + i]
-        if code == previous:
-            simplex = previous_simplex
-        else:
-            slot = _probe(s_keys, code, s_bits)
-            if s_keys[slot] == code:
-                simplex = s_values[slot]
-            else:
-                if (2 * (s_count + 1) > s_keys.shape[0] or s_count == s_vertices.shape[0]
-                        or 2 * (v_count + d + 1) > v_keys.shape[0] or v_count + d + 1 > vertex_keys.shape[0]):
-                    return k, s_count, v_count
-                simplex = s_count
-                s_keys[slot] = code
-                s_values[slot] = simplex
-                s_count += 1
-                # The implied last rank: ranks are a permutation of 0..d.
-                rank_sum = 0
-                for i in range(d):
-                    full_rank[i] = rank[k, i]
-                    rank_sum += rank[k, i]
-                full_rank[d] = d * (d + 1) // 2 - rank_sum
-                for r in range(d + 1):
-                    vcode = np.int64(0)
-                    for i in range(d):
-                        key[i] = (d + 1) * rem0[k, i] + canonical[r, full_rank[i]]
-                        vcode += np.int64(key[i] - key_lo[i]) * key_mult[i]
-                    vslot = _probe(v_keys, vcode, v_bits)
-                    if v_keys[vslot] == vcode:
-                        vertex = v_values[vslot]
-                    else:
-                        vertex = v_count
-                        v_keys[vslot] = vcode
-                        v_values[vslot] = vertex
-                        v_count += 1
-                        for i in range(d):
-                            vertex_keys[vertex, i] = key[i]
-                    s_vertices[simplex, r] = vertex
-            previous = code
-            previous_simplex = simplex
+        codes[k] = code
+    return codes
+
+
+@nb.njit(**_JIT)
+def _distinct_simplices(codes, order):
+    """(simplex index of each feature, the first feature of each distinct simplex), from the codes' sort order.
+
+    Simplices are numbered in the order of their first feature, so that the corners are computed
+    reading the features in order.
+    """
+    n = codes.shape[0]
+    sorted_index = np.empty(n, dtype=np.int32)
+    count = -1
+    previous = np.int64(-1)
+    for t in range(n):
+        k = order[t]
+        if count < 0 or codes[k] != previous:
+            count += 1
+            previous = codes[k]
+        sorted_index[k] = count
+    first_seen = np.full(count + 1, -1, dtype=np.int32)
+    representative = np.empty(count + 1, dtype=np.int32)
+    simplex_of = np.empty(n, dtype=np.int32)
+    seen = 0
+    for k in range(n):
+        s = sorted_index[k]
+        if first_seen[s] < 0:
+            first_seen[s] = seen
+            representative[seen] = k
+            seen += 1
+        simplex_of[k] = first_seen[s]
+    return simplex_of, representative
+
+
+@nb.njit(**_JIT)
+def _simplex_vertex_codes(rem0, rank, representative, key_lo, key_mult):
+    """Packed keys of the d + 1 vertices of each distinct simplex: ``(d + 1) rem0[i] + canonical[r][rank[i]]``."""
+    d = rem0.shape[1]
+    canonical = _canonical(d)
+    full_rank = np.empty(d + 1, dtype=np.int32)
+    codes = np.empty(representative.shape[0] * (d + 1), dtype=np.int64)
+    for s in range(representative.shape[0]):
+        k = representative[s]
+        # The implied last rank: ranks are a permutation of 0..d.
+        rank_sum = 0
+        for i in range(d):
+            full_rank[i] = rank[k, i]
+            rank_sum += rank[k, i]
+        full_rank[d] = d * (d + 1) // 2 - rank_sum
         for r in range(d + 1):
-            offsets[k, r] = s_vertices[simplex, r]
-    return n, s_count, v_count
+            code = np.int64(0)
+            for i in range(d):
+                code += np.int64((d + 1) * rem0[k, i] + canonical[r, full_rank[i]] - key_lo[i]) * key_mult[i]
+            codes[s * (d + 1) + r] = code
+    return codes
 
 
 @nb.njit(**_JIT)
-def _grown_rows(rows, count):
-    grown = np.empty((2 * rows.shape[0], rows.shape[1]), dtype=rows.dtype)
-    grown[:count] = rows[:count]
-    return grown
+def _distinct_vertices(codes, order):
+    """(vertex index of each simplex corner, numbered in code order; the distinct codes, sorted)."""
+    vertex_of = np.empty(codes.shape[0], dtype=np.int32)
+    distinct = np.empty(codes.shape[0], dtype=np.int64)
+    count = -1
+    for t in range(codes.shape[0]):
+        c = order[t]
+        if count < 0 or codes[c] != distinct[count]:
+            count += 1
+            distinct[count] = codes[c]
+        vertex_of[c] = count
+    return vertex_of, distinct[: count + 1]
 
 
 @nb.njit(**_JIT)
-def _neighbours(vertex_keys, m, v_keys, v_values, v_bits, key_lo, key_mult):
-    # Along axis j: key - 1 except key[j] + d, and key + 1 except key[j] - d (j < d); along the
-    # implied axis d every coordinate moves by one. The margin in key_lo keeps codes in range.
-    d = vertex_keys.shape[1]
-    neighbours = np.empty((d + 1, 2, m), dtype=np.int32)
-    for j in range(d + 1):
-        for v in range(m):
-            for side in range(2):
-                sign = 1 if side == 0 else -1
-                vcode = np.int64(0)
-                for i in range(d):
-                    moved = vertex_keys[v, i] - sign
-                    if i == j:
-                        moved = vertex_keys[v, i] + sign * d
-                    vcode += np.int64(moved - key_lo[i]) * key_mult[i]
-                vslot = _probe(v_keys, vcode, v_bits)
-                neighbours[j, side, v] = v_values[vslot] if v_keys[vslot] == vcode else m
+def _feature_offsets(simplex_of, vertex_of, d):
+    n = simplex_of.shape[0]
+    offsets = np.empty((n, d + 1), dtype=np.int32)
+    for k in range(n):
+        base = simplex_of[k] * (d + 1)
+        for r in range(d + 1):
+            offsets[k, r] = vertex_of[base + r]
+    return offsets
+
+
+@nb.njit(**_JIT)
+def _merge_neighbours(sorted_codes, deltas):
+    """Blur neighbours of vertices numbered in code order: a merge of the codes with themselves shifted.
+
+    Moving a vertex key along a lattice axis adds the same constant to its packed code whatever the
+    key, so ``sorted_codes + delta`` is sorted too and one linear merge finds every neighbour. The
+    neighbour indices of an axis then increase with the vertex index, so the blur reads its
+    neighbours in order (a hash lookup per vertex and axis would be a cache miss on large lattices).
+    """
+    axes = deltas.shape[0]
+    m = sorted_codes.shape[0]
+    neighbours = np.empty((axes, 2, m), dtype=np.int32)
+    for j in range(axes):
+        delta = deltas[j]
+        for s in range(m):
+            neighbours[j, 1, s] = m
+        t = 0
+        for s in range(m):
+            target = sorted_codes[s] + delta
+            while t < m and sorted_codes[t] < target:
+                t += 1
+            if t < m and sorted_codes[t] == target:
+                neighbours[j, 0, s] = t
+                neighbours[j, 1, t] = s  # the relation is symmetric: s is t's neighbour on the other side
+            else:
+                neighbours[j, 0, s] = m
     return neighbours
 
 
 def connect(rem0, rank, lo, key_lo, key_mult, simplex_mult):
     """Pass 2 of the lattice: vertex indices of each feature's simplex, and the blur neighbours.
 
-    Simplices are hashed once per distinct (rem0, rank) code; a new simplex hashes its d + 1 vertex
-    keys ``(d + 1) rem0[i] + canonical[r][rank[i]]``. ``key_lo``/``key_mult`` pack a vertex key (with
-    a margin for the blur neighbours) into one int64, ``lo``/``simplex_mult`` a simplex.
+    Distinct simplices are found by sorting their packed codes, their d + 1 vertex keys likewise
+    (sorting beats hashing here: a photo at DeepLab's colour width has a simplex per pixel and
+    2-3 vertices per pixel, and hash probes over tables that size are cache misses). Vertices are
+    numbered in the order of their packed keys. ``key_lo``/``key_mult`` pack a vertex key (with a
+    margin for the blur neighbours) into one int64, ``lo``/``simplex_mult`` a simplex.
     Returns ``(offsets N x (d + 1) int32, neighbours (d + 1) x 2 x M int32, M)``.
     """
-    n, d = rem0.shape
-    canonical = _canonical(d)
-    offsets = np.empty((n, d + 1), dtype=np.int32)
-    s_bits = v_bits = 12
-    s_keys = np.full(1 << s_bits, _EMPTY, dtype=np.int64)
-    s_values = np.empty(1 << s_bits, dtype=np.int32)
-    v_keys = np.full(1 << v_bits, _EMPTY, dtype=np.int64)
-    v_values = np.empty(1 << v_bits, dtype=np.int32)
-    s_vertices = np.empty((1 << (s_bits - 1), d + 1), dtype=np.int32)
-    vertex_keys = np.empty((1 << (v_bits - 1), d), dtype=np.int32)
-    start = s_count = v_count = 0
-    while True:
-        start, s_count, v_count = _connect_run(start, rem0, rank, lo, key_lo, key_mult, simplex_mult, canonical,
-                                               offsets, s_keys, s_values, s_bits, s_count, s_vertices,
-                                               v_keys, v_values, v_bits, v_count, vertex_keys)
-        if start == n:
-            break
-        if 2 * (s_count + 1) > s_keys.shape[0] or s_count == s_vertices.shape[0]:
-            s_keys, s_values, s_bits = _grow(s_keys, s_values, s_bits)
-            s_vertices = _grown_rows(s_vertices, s_count)
-        if 2 * (v_count + d + 1) > v_keys.shape[0] or v_count + d + 1 > vertex_keys.shape[0]:
-            v_keys, v_values, v_bits = _grow(v_keys, v_values, v_bits)
-            vertex_keys = _grown_rows(vertex_keys, v_count)
-    neighbours = _neighbours(vertex_keys, v_count, v_keys, v_values, v_bits, key_lo, key_mult)
-    return offsets, neighbours, v_count
+    d = rem0.shape[1]
+    codes = _simplex_codes(rem0, rank, lo, simplex_mult)
+    simplex_of, representative = _distinct_simplices(codes, np.argsort(codes, kind="quicksort"))
+    corner_codes = _simplex_vertex_codes(rem0, rank, representative, key_lo, key_mult)
+    vertex_of, vertex_codes = _distinct_vertices(corner_codes, np.argsort(corner_codes, kind="quicksort"))
+    offsets = _feature_offsets(simplex_of, vertex_of, d)
+    # Along axis j: key - 1 except key[j] + d, and key + 1 except key[j] - d (j < d); along the
+    # implied axis d every coordinate moves by one. The margin in key_lo keeps codes in range.
+    total = int(np.sum(key_mult))
+    deltas = np.array([-total + ((d + 1) * int(key_mult[j]) if j < d else 0) for j in range(d + 1)], dtype=np.int64)
+    return offsets, _merge_neighbours(vertex_codes, deltas), int(vertex_codes.shape[0])
 
 
 def build_lattice(features: np.ndarray):
@@ -484,4 +472,118 @@ def slice_rows(offsets, weights, lattice_values, rows, factor):
         for r in range(k):
             s += weights[p, r] * lattice_values[offsets[p, r]]
         out[t] = np.float32(factor * s)
+    return out
+
+
+@nb.njit(**_JIT)
+def softmax_rows(logits):
+    """Per row (pixel) of N x L float32 logits: ``exp(x - max x) / sum`` (densecrf's ``expAndNormalize``)."""
+    n, c = logits.shape
+    out = np.empty((n, c), dtype=np.float32)
+    for p in range(n):
+        top = logits[p, 0]
+        for ch in range(1, c):
+            if logits[p, ch] > top:
+                top = logits[p, ch]
+        total = np.float32(0.0)
+        for ch in range(c):
+            e = np.float32(math.exp(logits[p, ch] - top))
+            out[p, ch] = e
+            total += e
+        inverse = np.float32(1.0) / total
+        for ch in range(c):
+            out[p, ch] *= inverse
+    return out
+
+
+@nb.njit(**_JIT)
+def saturated_rows(logits, margin):
+    """Rows whose top logit beats the log-sum-exp of the others by more than ``margin`` (1 - max Q < e^-margin)."""
+    n, c = logits.shape
+    out = np.empty(n, dtype=np.bool_)
+    bound = math.exp(-margin)
+    for p in range(n):
+        top = logits[p, 0]
+        best = 0
+        for ch in range(1, c):
+            if logits[p, ch] > top:
+                top = logits[p, ch]
+                best = ch
+        rest = 0.0
+        for ch in range(c):
+            if ch != best:
+                rest += math.exp(float(logits[p, ch] - top))
+        out[p] = rest < bound
+    return out
+
+
+@nb.njit(**_JIT)
+def splat_rows_labels(offsets, weights, rows, values, out):
+    """``out += splat`` of the pixels ``rows`` with ``values`` (N' x C) into (M + 1) x C lattice values."""
+    k = offsets.shape[1]
+    c = values.shape[1]
+    for t in range(rows.shape[0]):
+        p = rows[t]
+        for r in range(k):
+            o = offsets[p, r]
+            w = weights[p, r]
+            for ch in range(c):
+                out[o, ch] += w * values[t, ch]
+
+
+@nb.njit(**_JIT)
+def slice_rows_labels(offsets, weights, lattice_values, rows, factor):
+    """N' x C: ``factor * sum_r w_r * values[offset_r]`` at the pixels ``rows``."""
+    k = offsets.shape[1]
+    c = lattice_values.shape[1]
+    out = np.zeros((rows.shape[0], c), dtype=np.float32)
+    for t in range(rows.shape[0]):
+        p = rows[t]
+        for r in range(k):
+            o = offsets[p, r]
+            w = weights[p, r]
+            for ch in range(c):
+                out[t, ch] += w * lattice_values[o, ch]
+        for ch in range(c):
+            out[t, ch] *= factor
+    return out
+
+
+@nb.njit(**_JIT)
+def filter_rows_labels(offsets, weights, neighbours, frozen, rows, values, factor, work, scratch):
+    """``factor * K (frozen + splat(rows, values))`` sliced at ``rows`` (N' x C float32).
+
+    ``frozen``: the (M + 1) x C lattice values of the pixels not in ``rows``; ``work`` and ``scratch``:
+    (M + 1) x C buffers whose row M is zero (reused across iterations, no allocation).
+    """
+    axes, _, m = neighbours.shape
+    k = offsets.shape[1]
+    c = values.shape[1]
+    work[:] = frozen
+    for t in range(rows.shape[0]):
+        p = rows[t]
+        for r in range(k):
+            o = offsets[p, r]
+            w = weights[p, r]
+            for ch in range(c):
+                work[o, ch] += w * values[t, ch]
+    current, other = work, scratch
+    half = np.float32(0.5)
+    for j in range(axes):
+        for v in range(m):
+            a = neighbours[j, 0, v]
+            b = neighbours[j, 1, v]
+            for ch in range(c):
+                other[v, ch] = current[v, ch] + half * (current[a, ch] + current[b, ch])
+        current, other = other, current
+    out = np.zeros((rows.shape[0], c), dtype=np.float32)
+    for t in range(rows.shape[0]):
+        p = rows[t]
+        for r in range(k):
+            o = offsets[p, r]
+            w = weights[p, r]
+            for ch in range(c):
+                out[t, ch] += w * current[o, ch]
+        for ch in range(c):
+            out[t, ch] *= factor
     return out

@@ -1,35 +1,35 @@
-"""``crf.*.backend=fast``: PPMG's two-label dense CRFs of one image, solved together.
+"""``crf.*.backend=fast``: the dense CRFs of one image on one shared lattice, with frozen pixels.
 
 The reference loop (``benchmarks/bench_crf.py --profile`` shows where it spends its time) builds a
-Gaussian and a bilateral lattice and runs the mean-field iterations for every two-label problem
-(both kernels filter both labels of every pixel through pydensecrf's permutohedral lattice). The
-lattices depend on the image only, yet ``DenseCRF2D`` rebuilds them for every class; and most
-pixels are settled after one iteration.
+Gaussian and a bilateral lattice and runs the mean-field iterations for every problem (both
+kernels filter every label of every pixel through pydensecrf's permutohedral lattice). The
+lattices depend on the image only, yet ``DenseCRF2D`` rebuilds them for every class (PPMG's K
+two-label problems); and most pixels are settled after one iteration.
 
 This backend keeps pydensecrf's model and its lattice arithmetic, and changes how the work is
 shared:
 
-- the bilateral lattice is built once per image, whatever the number of classes, by compiled code
-  (``pmm.crf._lattice_jit``, numba): densecrf's ``Permutohedral`` float32 step for step (elevation,
-  rounding, simplex ranks, barycentric weights, the ``[1/2, 1, 1/2]`` blur along the d + 1 axes, the
-  ``1 / (1 + 2^-d)`` slice factor, symmetric normalisation), with a hash per distinct simplex instead
-  of one per vertex of every pixel (a photo has far fewer distinct simplices than pixels);
-- with Potts compatibilities a two-label problem needs only its foreground channel:
-  ``K(1 - q) = K 1 - K q`` with ``K 1`` the image's constant; the first iteration filters all K
-  problems at once as K channels of one splat / blur / slice;
-- pixels whose logit passes +-12 after the first iteration (Q within 6e-6 of 0 or 1) are frozen:
-  their splat is kept in lattice space and only the remaining pixels (about 5-15 %) are splatted
-  and sliced (the blur of the small lattice is cheap);
-- the spatial kernel (sxy = 3) is an exact separable Gaussian convolution (OpenCV) over the window
-  of the active pixels; pydensecrf's 2-d lattice approximates that Gaussian (impulse-response std
-  2.9-3.1 px) and is itself costly to build.
-
-Multi-label problems (the segmentation stage, P = 1) go to the pydensecrf loop: there is no work to
-share between problems, and its SSE filtering of L channels is as fast as a compiled splat/slice.
+- the bilateral lattice is built once per image, whatever the number of problems, by compiled
+  code (``pmm.crf._lattice_jit``, numba): densecrf's ``Permutohedral`` float32 step for step
+  (elevation, rounding, simplex ranks, barycentric weights, the ``[1/2, 1, 1/2]`` blur along the
+  d + 1 axes, the ``1 / (1 + 2^-d)`` slice factor, symmetric normalisation), with its vertices
+  found by sorting packed keys and numbered in key order (the blur then reads in order);
+- with Potts compatibilities the marginals' sum to one saves a channel: a two-label problem needs
+  only its foreground, ``K(1 - q) = K 1 - K q``, and an L-label problem L - 1 channels, with ``K 1``
+  the image's constant; all channels (PPMG's K problems in the first iteration, or the L - 1
+  labels) go through one splat / blur / slice;
+- pixels that are saturated after the first iteration are frozen: their splat is kept in lattice
+  space and only the remaining pixels are splatted and sliced. Two labels: logit past +-12 (Q
+  within 6e-6 of 0 or 1, about 5-15 % of PPMG's pixels stay); L labels: top logit 6 above the
+  log-sum-exp of the others (max Q above 1 - 2.5e-3; on a segmenter's softmax 5-30 % stay);
+- the spatial kernel is an exact separable Gaussian convolution (OpenCV) over the window of the
+  active pixels, all channels at once; pydensecrf's 2-d lattice approximates that Gaussian
+  (impulse-response std 2.9-3.1 px for sxy = 3, 0.95-1.02 px with a centre weight 0.135-0.162
+  instead of 0.159 for the segmentation stage's sxy = 1) and is itself costly to build.
 
 Its speed-up, pixel agreement and mIoU against the reference: ``python benchmarks/bench_crf.py``
-(docs/benchmarks.md). With ``grid_gaussian = False,
-freeze_logit = None`` the marginals equal pydensecrf's to float rounding (tested).
+(docs/benchmarks.md). With ``grid_gaussian = False, freeze_logit = label_freeze_logit = None`` the
+marginals equal pydensecrf's to float rounding (tested).
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ import math
 import numpy as np
 
 from pmm.crf.base import CRFBackend, CRFParams, register_crf_backend
-from pmm.crf.pydensecrf_backend import PyDenseCRFBackend
 
 __all__ = ["FastBackend", "LatticeKernel", "pixel_features"]
 
@@ -114,6 +113,25 @@ class LatticeKernel:
         state[0] = active[~done]
 
 
+    # One L-label problem: all label channels go through the lattice together (N x L values).
+
+    def start_labels(self, active: np.ndarray, q: np.ndarray) -> list:
+        """State of the active-set iterations of one multi-label problem (q: N x C): active rows, frozen splat."""
+        frozen_rows = np.setdiff1d(np.arange(q.shape[0]), active, assume_unique=True)
+        frozen = self.jit.splat(self.offsets, self.scaled_weights, q[frozen_rows], frozen_rows, self.num_vertices)
+        return [active, frozen, np.empty_like(frozen), np.zeros_like(frozen)]
+
+    def message_labels(self, state: list, q: np.ndarray, q_active: np.ndarray, factor: float) -> np.ndarray:
+        """``factor * K~ q`` at the active pixels, all channels (N' x C)."""
+        active, frozen, work, scratch = state
+        return self.jit.filter_rows_labels(self.offsets, self.scaled_weights, self.neighbours, frozen, active, q_active,
+                                           np.float32(factor) * self.alpha, work, scratch)
+
+    def freeze_labels(self, state: list, done: np.ndarray, q_active: np.ndarray) -> None:
+        active, frozen = state[:2]
+        self.jit.splat_rows_labels(self.offsets, self.scaled_weights, active[done], q_active[done], frozen)
+        state[0] = active[~done]
+
 class GridGaussianKernel:
     """The spatial kernel as a separable Gaussian blur of the pixel grid (zero outside the image).
 
@@ -141,12 +159,11 @@ class GridGaussianKernel:
         return cv2.sepFilter2D(image, cv2.CV_32F, self.taps, self.taps, borderType=cv2.BORDER_CONSTANT)
 
     def apply(self, values: np.ndarray, factor: float = 1.0) -> np.ndarray:
+        """``factor * K~ values`` of all pixels, N or N x C float32 values (all channels in one blur)."""
         height, width = self.shape
         flat = values.reshape(values.shape[0], -1)
-        out = np.empty(flat.shape, dtype=np.float32)
-        for c in range(flat.shape[1]):
-            column = np.ascontiguousarray(flat[:, c] * self.norm).reshape(height, width)
-            out[:, c] = self._blur(column).reshape(-1)
+        scaled = (flat * self.norm[:, None]).astype(np.float32, copy=False).reshape(height, width, -1)
+        out = self._blur(scaled).reshape(flat.shape)
         out *= (np.float32(factor) * self.norm)[:, None]
         return out.reshape(values.shape)
 
@@ -178,6 +195,22 @@ class GridGaussianKernel:
         state[1] = self._box(state[0])
 
 
+    def start_labels(self, active: np.ndarray, q: np.ndarray) -> list:
+        return [active, self._box(active)]
+
+    def message_labels(self, state: list, q: np.ndarray, q_active: np.ndarray, factor: float) -> np.ndarray:
+        """``factor * K~ q`` at the active pixels, all labels: one blur of the window they reach."""
+        active, box = state
+        height, width = self.shape
+        top, bottom, left, right = box
+        window = q.reshape(height, width, -1)[top:bottom, left:right] * self.norm2d[top:bottom, left:right, None]
+        blurred = self._blur(window).reshape(bottom - top, right - left, -1)
+        rows, cols = np.divmod(active, width)
+        return blurred[rows - top, cols - left] * (self.norm[active] * np.float32(factor))[:, None]
+
+    def freeze_labels(self, state: list, done: np.ndarray, q_active: np.ndarray) -> None:
+        self.freeze(state, done, q_active)
+
 def _image_kernels(image: np.ndarray, params: CRFParams, grid_gaussian: bool = True) -> list:
     kernels = []
     height, width = image.shape[:2]
@@ -202,6 +235,12 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 # after the first iteration is frozen: it keeps its Q and stops being filtered. 12 trades agreement
 # with pydensecrf against speed (the figures at 10, 12 and 14: docs/benchmarks.md).
 FREEZE_LOGIT = 12.0
+# The same for one multi-label problem (the segmentation stage's): a pixel is frozen once its top
+# logit beats the log-sum-exp of the others by this much (max Q above 1 - 2.5e-3). Lower than the
+# two-label value because the full-lattice blur stays per iteration, so only the splat and slice
+# shrink; on segmenter-like softmaxes of the voc_samples photos 6 changes 0.0003 % of pixels more
+# than exact iteration (docs/benchmarks.md).
+LABEL_FREEZE_LOGIT = 6.0
 # Later iterations freeze their saturated pixels only when they are at least this share of the active ones.
 FREEZE_BATCH = 0.1
 
@@ -262,12 +301,76 @@ def binary_mean_field(kernels: list, unaries: np.ndarray, iterations: int,
     return q.T
 
 
+def multi_label_mean_field(kernels: list, unaries: np.ndarray, iterations: int,
+                           freeze_logit: float | None = LABEL_FREEZE_LOGIT) -> np.ndarray:
+    """Marginals, N x L, of one L-label Potts problem (unaries L x N) on the image's kernels.
+
+    densecrf's update ``x_l = -U_l + sum_k w_k K~_k Q_l``, ``Q = softmax(x)``. The marginals sum to
+    one, so ``K~ Q_last = K~ 1 - sum_{l < last} K~ Q_l``: L - 1 channels are filtered (splatted,
+    blurred and sliced together), ``K~ 1`` once. The first iteration filters every pixel; then pixels
+    whose top logit beats the log-sum-exp of the others by more than ``freeze_logit`` (1 - max Q <
+    e^-freeze_logit) are frozen: their splat is kept in lattice space and only the remaining pixels
+    are splatted and sliced. None: exact iteration everywhere.
+    """
+    from pmm.crf import _lattice_jit as jit
+
+    neg_unary = np.ascontiguousarray(-unaries.T, dtype=np.float32)  # N x L
+    num_pixels, num_labels = neg_unary.shape
+    filtered = num_labels - 1
+    q = jit.softmax_rows(neg_unary)
+    # One pass over each kernel gives K~1 (the last column) and the first iteration's messages.
+    first = q.copy()
+    first[:, filtered] = 1.0
+    messages = np.zeros((num_pixels, num_labels), dtype=np.float32)
+    for kernel in kernels:
+        messages += kernel.apply(first, kernel.weight)
+    ones_message = messages[:, filtered].copy()  # sum_k w_k K~_k 1
+
+    def update(x: np.ndarray, messages: np.ndarray, ones: np.ndarray) -> np.ndarray:
+        x[:, :filtered] += messages[:, :filtered]
+        x[:, filtered] += ones - messages[:, :filtered].sum(axis=1)
+        return x
+
+    logits = update(neg_unary.copy(), messages, ones_message)
+    q = jit.softmax_rows(logits)
+    if freeze_logit is None:
+        for _ in range(iterations - 1):
+            values = np.ascontiguousarray(q[:, :filtered])
+            messages = sum(kernel.apply(values, kernel.weight) for kernel in kernels)
+            q = jit.softmax_rows(update(neg_unary.copy(), messages, ones_message))
+        return q
+    if iterations <= 1:
+        return q
+    active = np.flatnonzero(~jit.saturated_rows(logits, freeze_logit))
+    values = np.ascontiguousarray(q[:, :filtered])
+    states = [kernel.start_labels(active, values) for kernel in kernels]
+    for _ in range(iterations - 1):
+        if active.size == 0:
+            break
+        values_active = values[active]
+        messages = sum(kernel.message_labels(state, values, values_active, kernel.weight)
+                       for kernel, state in zip(kernels, states))
+        x = update(neg_unary[active], messages, ones_message[active])
+        q_active = jit.softmax_rows(x)
+        q[active] = q_active
+        values[active] = q_active[:, :filtered]
+        done = jit.saturated_rows(x, freeze_logit)
+        # Compacting the active rows costs a pass over them: only worth it for a real share.
+        if np.count_nonzero(done) > FREEZE_BATCH * active.size:
+            values_active = values[active]
+            for kernel, state in zip(kernels, states):
+                kernel.freeze_labels(state, done, values_active)
+            active = active[~done]
+    return q
+
+
 @register_crf_backend("fast")
 class FastBackend(CRFBackend):
-    """Shared lattices, one-channel binary problems, sparse-matrix filtering (CPU, numpy/scipy)."""
+    """One lattice per image shared by all its problems and labels; frozen pixels (CPU, numba + OpenCV)."""
 
     grid_gaussian = True
-    freeze_logit: float | None = FREEZE_LOGIT
+    freeze_logit: float | None = FREEZE_LOGIT  # two-label problems
+    label_freeze_logit: float | None = LABEL_FREEZE_LOGIT  # problems with three labels or more
 
     def solve(self, image: np.ndarray, unaries: np.ndarray, params: CRFParams) -> np.ndarray:
         num_problems, num_labels, height, width = unaries.shape
@@ -278,6 +381,7 @@ class FastBackend(CRFBackend):
             flat = unaries.reshape(num_problems, num_labels, height * width)
             fg = binary_mean_field(kernels, flat, int(params.iterations), self.freeze_logit).T.reshape(num_problems, height, width)
             return np.stack([1.0 - fg, fg], axis=1).astype(np.float32)
-        # Multi-label problems (the segmentation stage): pydensecrf's SSE filtering of L channels beat
-        # this path when measured, so they go to the reference.
-        return PyDenseCRFBackend().solve(image, unaries, params)
+        kernels = _image_kernels(image, params, self.grid_gaussian)
+        flat = unaries.reshape(num_problems, num_labels, height * width)
+        q = [multi_label_mean_field(kernels, unary, int(params.iterations), self.label_freeze_logit) for unary in flat]
+        return np.stack([marginals.T.reshape(num_labels, height, width) for marginals in q]).astype(np.float32)
