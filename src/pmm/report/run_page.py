@@ -67,6 +67,8 @@ def status(run: Run, stopped: BaseException | None = None) -> tuple[str, str]:
     metrics = run.metrics
     expected = PIPELINE_STAGES.get(str(metrics.get("stage")), ())
     finished = metrics.get("stage_seconds")
+    if stopped is not None and not isinstance(finished, dict):
+        finished = {}  # stopped in its first stage (runs of older pmm versions hold no timings at all)
     missing = [stage for stage in expected if isinstance(finished, dict) and stage not in finished]
     if metrics.get("interrupted"):
         if stopped is not None:  # the line pmm.run prints, with the overrides that resume the run
