@@ -200,7 +200,8 @@ def test_comparison_of_a_sweep_groups_the_seeds(tmp_path, capsys):
     mean, std = statistics.mean([0.5, 0.6]), statistics.stdev([0.5, 0.6])
     assert (row["seg.lr"], row["seeds"], row["val_miou"]) == ("0.01", "0, 1", f"{mean:.4f} ± {std:.4f}")
     assert row["pseudo_miou"] == "0.5000 ± 0.0000"
-    assert (sweep / "0" / "report.html").is_file()
+    page = {row[0]: row[1:] for table in parse(sweep / "0" / "report.html").tables for row in table if row}
+    assert page["val_miou_ss"] == ["single scale", "0.5000", "headline"]  # the protocol val_protocol names
     # Two run folders named on the command line, page elsewhere.
     assert report_main([str(sweep / "0"), str(sweep / "2"), "--output", str(tmp_path / "out")]) == 0
     assert len(parse(tmp_path / "out" / "comparison.html").tables[0]) == 3

@@ -25,6 +25,9 @@ tr.headline td { font-weight: bold; background: #fff8e0; }
 .status { padding: 0.5em 0.8em; border-radius: 4px; margin: 0.6em 0; }
 .status.done { background: #e6f4e6; } .status.stopped { background: #fdecea; }
 figure { margin: 0.8em 0 1.4em; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+.cols { display: flex; flex-wrap: wrap; gap: 0 2em; align-items: flex-start; }
+.figures { display: flex; flex-wrap: wrap; gap: 0 1.5em; align-items: flex-start; }
+.figures figure { max-width: 760px; } .figures.pair figure { flex: 1 1 40%; max-width: 600px; }
 figcaption { font-size: 0.9em; color: #555; margin-top: 0.3em; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 details summary { cursor: pointer; font-weight: bold; margin: 0.4em 0; }
@@ -105,12 +108,13 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]], numeric: Sequenc
     if not rows:
         return ""
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    head = f"<thead><tr>{head}</tr></thead>" if any(header) else ""  # a table of (name, value) rows needs none
     body = []
     for index, row in enumerate(rows):
         css = f' class="{row_classes[index]}"' if row_classes and row_classes[index] else ""
         cells = "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(row))
         body.append(f"<tr{css}>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<table>{head}<tbody>{''.join(body)}</tbody></table>"
 
 
 def page(title: str, body: str) -> str:

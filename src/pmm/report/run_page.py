@@ -50,9 +50,10 @@ def _figure(run: Run, name: str, caption: str) -> str:
             f"<figcaption><code>figures/{esc(name)}</code>: {esc(caption)}</figcaption></figure>")
 
 
-def _figures(run: Run, section: str) -> str:
+def _figures(run: Run, section: str, css: str = "") -> str:
     present = set(run.figures)
-    return "".join(_figure(run, name, caption) for name, caption in FIGURES[section] if name in present)
+    shown = "".join(_figure(run, name, caption) for name, caption in FIGURES[section] if name in present)
+    return f'<div class="figures {css}">{shown}</div>' if shown else ""
 
 
 def _stage_of(key: str) -> str:
@@ -111,8 +112,10 @@ def _metrics_by_stage(run: Run) -> str:
     for stage, title in (("cam", "CAMs"), ("pseudo", "Pseudo-masks"), ("seg", "Segmenter (seg/val)"), ("run", "Run")):
         rows = [(f"<code>{esc(k)}</code>", value_text(v)) for k, v in grouped.get(stage, [])]
         if rows:
-            parts.append(f"<h3>{esc(title)}</h3>" + table(["key", "value"], rows))
-    return "".join(parts) or '<p class="muted">metrics.json holds no stage metrics yet.</p>'
+            parts.append(f"<div><h3>{esc(title)}</h3>" + table(["key", "value"], rows) + "</div>")
+    if not parts:
+        return '<p class="muted">metrics.json holds no stage metrics yet.</p>'
+    return f'<div class="cols">{"".join(parts)}</div>'
 
 
 def _protocol(run: Run) -> str:
@@ -168,7 +171,7 @@ def _timings(run: Run) -> str:
              esc(seconds_text(s)), share_bar(float(s) / total)]
             for stage, s in seconds.items() if is_number(s)]
     rows.append(["<b>total</b>", number(total, 1), esc(seconds_text(total)), ""])
-    return table(["stage", "wall seconds", "", "share"], rows, numeric=(1,))
+    return table(["stage", "wall seconds", "time", "share"], rows, numeric=(1,))
 
 
 def _environment(run: Run) -> str:
@@ -209,11 +212,12 @@ def run_page_html(run: Run, stopped: BaseException | None = None) -> str:
     """The HTML of ``report.html`` for ``run`` (``stopped``: what ended the run early, when known)."""
     known = {name for names in FIGURES.values() for name, _ in names}
     others = "".join(_figure(run, name, "") for name in run.figures if name not in known)
+    others = f'<div class="figures">{others}</div>' if others else ""
     sections = [
         ("metrics", "Metrics by stage", _metrics_by_stage(run)),
         ("protocol", "Evaluation protocols", _protocol(run)),
         ("curve", "Threshold curve", _figures(run, "curve") or '<p class="muted">no figures/cam_miou_curve.png</p>'),
-        ("iou", "Per-class IoU", _iou_table(run) + _figures(run, "iou")),
+        ("iou", "Per-class IoU", _iou_table(run) + _figures(run, "iou", "pair")),
         ("panels", "CAMs, pseudo-masks, predictions", _figures(run, "panels") + _figures(run, "pipeline") + others),
         ("timings", "Timings", _timings(run)),
         ("environment", "Environment", _environment(run)),
