@@ -131,7 +131,7 @@ def test_the_report_of_a_smoke_run_opens_in_chromium(smoke_run, tmp_path):
     assert sorted(Path(src).name for src, _ in found["images"]) == figures
     assert all(loaded for _, loaded in found["images"]), found["images"]
     assert found["tables"] and min(found["tables"]) >= 1, found["tables"]
-    assert found["details"] and found["details"][0] > 100  # the resolved config, collapsed
+    assert found["details"] and found["details"][0] > 100  # the composed config, collapsed
     assert control == {"images": [["figures/none.png", False]], "tables": [0], "details": []}
 
 
@@ -191,7 +191,7 @@ def test_comparison_of_a_sweep_groups_the_seeds(tmp_path, capsys):
     assert written[-1] == str(sweep / "comparison.html") and len(written) == 4
     runs, grouped = parse(sweep / "comparison.html").tables
     header = runs[0]
-    assert header[:3] == ["run", "seg.lr", "seed"] and "stage" not in header  # only the overrides that differ
+    assert header[:4] == ["run", "seg.lr", "seed", "cam_miou"] and "stage" not in header  # the overrides that differ
     assert [row[:3] for row in runs[1:]] == [["0", "0.01", "0"], ["1", "0.01", "1"], ["2", "0.1", "0"]]
     assert runs[3][header.index("val_miou")] == "0.3000"
     # Runs 0 and 1 differ only in their seed: one row of mean ± sample std; run 2 has a single seed.

@@ -71,17 +71,18 @@ def _link(run: Run, output_dir: Path) -> str:
 
 def comparison_html(runs: list[Run], output_dir: Path) -> str:
     keys = differing_overrides(runs)
+    shown = [k for k in keys if k != "seed"]  # the seed has its own column, from metrics.json
     metrics = headline_keys(runs)
-    header = ["run", *keys, "seed", *metrics, "time", "status"]
+    header = ["run", *shown, "seed", *metrics, "time", "status"]
     rows = []
     for run in runs:
         total = total_seconds(run)
         rows.append([_link(run, output_dir)]
-                    + [f"<code>{esc(run.override_values.get(k, MISSING))}</code>" for k in keys]
+                    + [f"<code>{esc(run.override_values.get(k, MISSING))}</code>" for k in shown]
                     + [esc(run.metrics.get("seed", MISSING))]
                     + [number(run.metrics.get(k)) for k in metrics]
                     + [esc(seconds_text(total)) if total is not None else MISSING, esc(status(run)[1])])
-    numeric = range(len(keys) + 1, len(keys) + 2 + len(metrics))
+    numeric = range(len(shown) + 1, len(shown) + 2 + len(metrics))
     shared = sorted({o for o in runs[0].overrides if all(o in run.overrides for run in runs)})
     body = [f"<h1>pmm: {len(runs)} runs compared</h1>",
             f'<p class="small muted">{esc(output_dir.resolve())}</p>',

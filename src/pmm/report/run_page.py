@@ -204,7 +204,7 @@ def _config(run: Run) -> str:
         overrides = '<p class="muted">no command-line overrides (<code>.hydra/overrides.yaml</code>)</p>'
     if run.config_text is None:
         return overrides + '<p class="muted">no <code>.hydra/config.yaml</code> in this folder</p>'
-    return (overrides + "<details><summary>resolved config (<code>.hydra/config.yaml</code>)</summary>"
+    return (overrides + "<details><summary>composed config (<code>.hydra/config.yaml</code>, interpolations as written)</summary>"
             f"<pre>{esc(run.config_text)}</pre></details>")
 
 
