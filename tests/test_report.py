@@ -138,7 +138,8 @@ def test_the_report_of_a_smoke_run_opens_in_chromium(smoke_run, tmp_path):
 def test_the_report_shows_the_runs_metrics_timings_and_environment(smoke_run):
     run_dir, metrics = smoke_run
     seconds = metrics["stage_seconds"]
-    assert set(seconds) == {"cam", "pseudo", "seg"} and all(s > 0 for s in seconds.values())
+    assert metrics["stages"] == ["cam", "pseudo", "seg"] == list(seconds) and all(s > 0 for s in seconds.values())
+    assert "finished: cam, pseudo, seg" in (run_dir / "report.html").read_text()
     env = metrics["environment"]
     import pytorch_lightning
     import torch

@@ -136,6 +136,7 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
         num_val_images=len(val_split),
         seed=cfg.seed,
         batch=batches,
+        stages=list(stages),  # what this run runs (stage=all may skip some): report.html says which finished
         environment=describe_environment(cfg, world_size),
         remove=RECORD_KEYS,  # a resumed run: where the last one stopped no longer holds
     )

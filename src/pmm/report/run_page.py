@@ -29,7 +29,7 @@ PROTOCOLS = (
 )
 STAGE_TITLES = {"cam": "CAMs", "pseudo": "Pseudo-masks", "seg": "Segmenter", "eval": "Evaluation"}
 # metrics.json keys shown in their own section rather than in the tables of metrics by stage.
-SHOWN_ELSEWHERE = {"cam_miou_curve", "cam_per_class_iou", "val_per_class_iou", "val_protocol", "class_names",
+SHOWN_ELSEWHERE = {"stages", "cam_miou_curve", "cam_per_class_iou", "val_per_class_iou", "val_protocol", "class_names",
                    "environment", "stage_seconds", "interrupted", "interrupted_stage", "interrupted_epoch",
                    "interrupted_step", "resume_checkpoint"} | {key for key, _, _ in PROTOCOLS}
 # Figures the stages draw, by section, with their captions; any other PNG of figures/ follows them.
@@ -66,7 +66,7 @@ def _stage_of(key: str) -> str:
 def status(run: Run, stopped: BaseException | None = None) -> tuple[str, str]:
     """(css class, sentence): finished, interrupted (and where) or stopped during a stage (and why, when known)."""
     metrics = run.metrics
-    expected = PIPELINE_STAGES.get(str(metrics.get("stage")), ())
+    expected = metrics.get("stages") or PIPELINE_STAGES.get(str(metrics.get("stage")), ())
     finished = metrics.get("stage_seconds")
     if stopped is not None and not isinstance(finished, dict):
         finished = {}  # stopped in its first stage (runs of older pmm versions hold no timings at all)

@@ -16,7 +16,7 @@ from pmm.errors import PmmError
 RUN_FOLDER_HINT = ("a run folder holds metrics.json (beside .hydra/ and figures/), as python -m pmm.run writes it; "
                    "give run folders or a sweep folder whose subfolders are runs")
 
-# The stages of each `stage=` value, in order (as pmm.run runs them).
+# The stages of each `stage=` value, in order, for runs whose metrics.json predates its `stages` key.
 PIPELINE_STAGES = {"cam": ("cam",), "pseudo": ("pseudo",), "seg": ("seg",), "eval": ("eval",),
                    "all": ("cam", "pseudo", "seg")}
 
