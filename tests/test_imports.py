@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("pmm.runtime", "pmm.scoring"),
     ("pmm.cam", "pmm.seg"),
     ("pmm.stages",),
-    ("pmm.run", "pmm.predict", "pmm.prepare"),
+    ("pmm.run", "pmm.predict", "pmm.prepare", "pmm.report"),
 ]
 
 

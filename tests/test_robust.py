@@ -344,12 +344,14 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["interrupted"] is True and metrics["interrupted_stage"] == "cam"
     assert f"epoch {metrics['interrupted_epoch']} " in line and "cam_miou" not in metrics
+    assert line.removeprefix("pmm: ").split("; resume")[0] in (run / "report.html").read_text()  # the page says so too
 
     # The resume runs in the same folder (the lock went with the interrupted run) and finishes.
     resumed = pmm_cli([*args, "cam.max_epochs=2", f"ckpt_path={checkpoint}", f"hydra.run.dir={run}"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert "cam_miou" in metrics and "interrupted" not in metrics
+    assert "finished: cam" in (run / "report.html").read_text()
 
 
 def test_interrupt_lines_name_the_stage_and_the_resume(tmp_path):

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 # wandb never prompts and stays offline unless the user opted in with WANDB_MODE=online.
@@ -96,6 +97,13 @@ def finish_trackers() -> None:
             wandb.finish()
 
 
+def record_stage_seconds(ctx: RunContext, stage: str, seconds: float) -> None:
+    """``stage_seconds``: the wall seconds of every stage that finished, merged over the runs of the folder."""
+    recorded = dict(ctx.read_metrics().get("stage_seconds") or {})
+    recorded[stage] = round(seconds, 2)
+    ctx.record(stage_seconds=recorded)
+
+
 def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
     """Run the stages ``cfg.stage`` names into ``run_dir``; return the run's metrics."""
     if cfg.stage not in PIPELINES:
@@ -103,7 +111,9 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
     import pytorch_lightning as pl  # here, not at the top: a bad command line is reported without Lightning's import
 
     from pmm.io import check_writable
+    from pmm.report import write_run_report
     from pmm.runtime.devices import check_devices
+    from pmm.runtime.environment import describe_environment
     from pmm.runtime.interrupt import RECORD_KEYS, RunInterrupted, interruption, is_user_interrupt
     from pmm.runtime.smoke import apply_smoke
     from pmm.settings import Settings
@@ -119,7 +129,8 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
     from pmm.runtime.batch import describe, resolve_batches
     from pmm.runtime.trainer import planned_world_size
 
-    batches = resolve_batches(cfg, planned_world_size(ctx))  # before any loader is built
+    world_size = planned_world_size(ctx)
+    batches = resolve_batches(cfg, world_size)  # before any loader is built
     log.info(describe(batches))
     ctx.prepare_data()
     train_split = ctx.train_split  # index and check the data before any work
@@ -136,20 +147,27 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
         num_val_images=len(val_split),
         seed=cfg.seed,
         batch=batches,
+        stages=list(stages),  # what this run runs (stage=all may skip some): report.html says which finished
+        environment=describe_environment(cfg, world_size),
         remove=RECORD_KEYS,  # a resumed run: where the last one stopped no longer holds
     )
-    current = None
+    current, stopped = None, None
     try:
         for current in stages:
+            started = time.perf_counter()
             stage_runner(current)(ctx)
+            record_stage_seconds(ctx, current, time.perf_counter() - started)
     except BaseException as stop:
+        stopped = stop
         if current is None or not is_user_interrupt(stop):
             raise
         line, record = interruption(ctx, current, cfg.stage)
         ctx.record(**record)
-        raise RunInterrupted(line) from None
+        stopped = RunInterrupted(line)
+        raise stopped from None
     finally:
         finish_trackers()
+        write_run_report(run_dir, stopped)  # report.html of what exists; never raises
     return ctx.read_metrics()
 
 
