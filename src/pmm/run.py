@@ -136,6 +136,10 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
     train_split = ctx.train_split  # index and check the data before any work
     # stage=eval: the split may lack ground-truth masks (the VOC test set): predicted, not scored
     val_split = ctx.eval_split if cfg.stage == "eval" else ctx.val_split
+    if "cam" in stages and "pseudo" in stages:  # settings that need ground truth fail now, not after the CAM stage
+        from pmm.stages.pseudo import check_without_truth
+
+        check_without_truth(ctx, t_star_known=False)
     ctx.record(
         stage=cfg.stage,
         data_root=str(ctx.data_root),

@@ -27,7 +27,7 @@ import os
 import re
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -61,7 +61,7 @@ class VOCSplit:
     ids: tuple[str, ...]
     class_names: tuple[str, ...]
     image_dir: str
-    mask_dir: str
+    mask_dir: str | None  # None: a tree without ground-truth masks (every id in missing_masks)
     image_labels: dict[str, tuple[int, ...]]
     image_sizes: dict[str, tuple[int, int]]
     missing_masks: frozenset[str] = field(default_factory=frozenset)  # ids without a mask (require_masks=False)
@@ -80,8 +80,8 @@ class VOCSplit:
     def image_path(self, image_id: str) -> Path:
         return self.root / self.image_dir / self.image_files.get(image_id, f"{image_id}.jpg")
 
-    def mask_path(self, image_id: str) -> Path:
-        return self.root / self.mask_dir / f"{image_id}.png"
+    def mask_path(self, image_id: str) -> Path | None:
+        return self.root / self.mask_dir / f"{image_id}.png" if self.mask_dir is not None else None
 
     def annotation_path(self, image_id: str) -> Path:
         return self.root / self.annotation_dir / f"{image_id}.xml"
@@ -93,6 +93,12 @@ class VOCSplit:
     @property
     def has_all_masks(self) -> bool:
         return not self.missing_masks
+
+    def with_masks(self) -> "VOCSplit":
+        """The same split restricted to the ids that have a ground-truth mask (what can be scored)."""
+        if not self.missing_masks:
+            return self
+        return replace(self, ids=tuple(i for i in self.ids if i not in self.missing_masks))
 
     def labels(self, image_id: str) -> tuple[int, ...]:
         """The 1-based foreground class ids present in the image (from its mask or its XML)."""
@@ -109,8 +115,9 @@ class VOCSplit:
 
     def load_mask(self, image_id: str) -> np.ndarray:
         if not self.has_mask(image_id):
+            where = self.mask_path(image_id) or f"{image_id}: no mask folder"
             raise PmmError(
-                f"{self.mask_path(image_id)}: no mask for {image_id} (split '{self.split}' has masks optional); "
+                f"{where}: no mask for {image_id} (split '{self.split}' has masks optional); "
                 "use a split with ground-truth masks for scoring"
             )
         return load_mask(self.mask_path(image_id))
@@ -200,7 +207,7 @@ class _Problem:
 class _Layout:
     root: Path
     image_dir: str
-    mask_dir: str
+    mask_dir: str | None  # None: no masks at all
     annotation_dir: str
     class_names: tuple[str, ...]
     labels: str
@@ -211,10 +218,11 @@ class _Layout:
     def image_names(self, image_id: str) -> list[str]:
         return self.images.get(image_id) or [f"{image_id}.jpg"]
 
-    def paths(self, image_id: str) -> tuple[Path, Path, Path | None]:
+    def paths(self, image_id: str) -> tuple[Path, Path | None, Path | None]:
         xml = self.root / self.annotation_dir / f"{image_id}.xml" if self.labels == "xml" else None
         image = self.root / self.image_dir / self.image_names(image_id)[0]
-        return image, self.root / self.mask_dir / f"{image_id}.png", xml
+        mask = self.root / self.mask_dir / f"{image_id}.png" if self.mask_dir is not None else None
+        return image, mask, xml
 
 
 def image_index(folder: Path) -> dict[str, list[str]]:
@@ -312,7 +320,7 @@ def _check_item(layout: _Layout, image_id: str) -> tuple[list | None, list[_Prob
 
     num_classes = len(layout.class_names)
     mask_labels: tuple[int, ...] = ()
-    has_mask = mask_path.is_file()
+    has_mask = mask_path is not None and mask_path.is_file()
     if not has_mask:
         if layout.require_masks:
             problems.append(_Problem(mask_path, "mask for a listed image is missing", "missing"))
@@ -386,6 +394,60 @@ def _write_report(path: Path, problems: list[_Problem]) -> Path | None:
     return path
 
 
+def check_files(layout: _Layout, ids: tuple[str, ...], split: str, settings: str,
+                cache_dir: str | os.PathLike | None = None) -> dict[str, list]:
+    """Decode the files of ``ids`` (:func:`_check_item`) unless the cache of ``settings`` vouches for them.
+
+    Returns each id's cache entry (stamps, mask labels, size, has mask, mask has a foreground class,
+    image file name). Raises one :class:`PmmError` naming every broken file (the first few, and a
+    report file with all of them).
+    """
+    cache_root = Path(cache_dir or Path.home() / ".cache" / "pmm").expanduser()
+    key = hashlib.sha1(settings.encode()).hexdigest()[:16]
+    cache_path = cache_root / f"labels-{split}-{key}.json"
+    try:
+        cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    except (OSError, ValueError):
+        cache = {}  # a corrupt cache is only a lost speed-up
+    if not isinstance(cache, dict):
+        cache = {}
+
+    entries: dict[str, list] = {}
+    todo: list[str] = []
+    for image_id in ids:
+        entry = cache.get(image_id)
+        paths = layout.paths(image_id)
+        if (isinstance(entry, list) and len(entry) == ENTRY_LENGTH and len(layout.image_names(image_id)) == 1
+                and entry[5] == paths[0].name and entry[0] == [_stamp(p) for p in paths]):
+            entries[image_id] = entry
+        else:
+            todo.append(image_id)
+    problems: list[_Problem] = []
+    if todo:
+        # PIL and numpy release the GIL while decoding: threads overlap the work of a big split.
+        workers = min(8, os.cpu_count() or 1, max(1, len(todo) // 16))
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                results = list(pool.map(lambda image_id: _check_item(layout, image_id), todo))
+        else:
+            results = [_check_item(layout, image_id) for image_id in todo]
+        for image_id, (entry, found) in zip(todo, results):
+            if entry is not None:
+                entries[image_id] = entry
+            problems.extend(found)
+    if entries != cache:
+        try:
+            write_json(cache_path, entries)  # the good files are not decoded again once the bad ones are fixed
+        except OSError:
+            pass  # a read-only home only costs the next run a rescan
+    if problems:
+        report = None
+        if len(problems) > SHOWN_PROBLEMS:
+            report = _write_report(cache_root / f"broken-{split}-{key}.txt", problems)
+        raise PmmError(_problems_message(problems, layout, split, len(ids), report))
+    return entries
+
+
 def load_voc_split(
     root: str | os.PathLike,
     split: str,
@@ -441,52 +503,9 @@ def load_voc_split(
     layout = _Layout(root, image_dir, mask_dir, annotation_dir, class_names, labels, require_masks, list_path,
                      image_index(root / image_dir))
 
-    cache_root = Path(cache_dir or Path.home() / ".cache" / "pmm").expanduser()
     settings = "|".join(map(str, (f"v{CACHE_VERSION}", root, split, image_dir, mask_dir, labels, annotation_dir,
                                   require_masks, ",".join(class_names))))
-    key = hashlib.sha1(settings.encode()).hexdigest()[:16]
-    cache_path = cache_root / f"labels-{split}-{key}.json"
-    try:
-        cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    except (OSError, ValueError):
-        cache = {}  # a corrupt cache is only a lost speed-up
-    if not isinstance(cache, dict):
-        cache = {}
-
-    entries: dict[str, list] = {}
-    todo: list[str] = []
-    for image_id in ids:
-        entry = cache.get(image_id)
-        paths = layout.paths(image_id)
-        if (isinstance(entry, list) and len(entry) == ENTRY_LENGTH and len(layout.image_names(image_id)) == 1
-                and entry[5] == paths[0].name and entry[0] == [_stamp(p) for p in paths]):
-            entries[image_id] = entry
-        else:
-            todo.append(image_id)
-    problems: list[_Problem] = []
-    if todo:
-        # PIL and numpy release the GIL while decoding: threads overlap the work of a big split.
-        workers = min(8, os.cpu_count() or 1, max(1, len(todo) // 16))
-        if workers > 1:
-            with ThreadPoolExecutor(workers) as pool:
-                results = list(pool.map(lambda image_id: _check_item(layout, image_id), todo))
-        else:
-            results = [_check_item(layout, image_id) for image_id in todo]
-        for image_id, (entry, found) in zip(todo, results):
-            if entry is not None:
-                entries[image_id] = entry
-            problems.extend(found)
-    if entries != cache:
-        try:
-            write_json(cache_path, entries)  # the good files are not decoded again once the bad ones are fixed
-        except OSError:
-            pass  # a read-only home only costs the next run a rescan
-    if problems:
-        report = None
-        if len(problems) > SHOWN_PROBLEMS:
-            report = _write_report(cache_root / f"broken-{split}-{key}.txt", problems)
-        raise PmmError(_problems_message(problems, layout, split, len(ids), report))
-
+    entries = check_files(layout, ids, split, settings, cache_dir)
     result = _split_of(layout, split, ids, entries)
     check_foreground(result)
     if labels == "xml" and any(entries[i][3] for i in ids) and not any(entries[i][4] for i in ids):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from pmm.data.folder import split_label
 from pmm.io import update_json
 from pmm.runtime.distributed import is_main
 
@@ -70,8 +71,8 @@ class RunContext:
         return self.run_dir / "cams"
 
     def cams_dir(self, split: str) -> Path:
-        """``cams/<split>/<id>.npz``: the normalised CAMs of a split."""
-        return self.cams_root / split
+        """``cams/<split>/<id>.npz``: the normalised CAMs of a split (a list file's: ``cams/<its stem>``)."""
+        return self.cams_root / split_label(split)
 
     @property
     def pseudo_masks_dir(self) -> Path:
@@ -135,7 +136,7 @@ class RunContext:
             name = self.cfg.data.val_split
             missing = self.dataset.missing_mask_ids(name)
             self._eval_split = self.dataset.prediction_split(name)
-            folder = self.dataset.root / self.dataset.mask_dir
+            folder = self.dataset.mask_folder
             if missing and len(missing) == len(self._eval_split):
                 log.info("split '%s' has no ground-truth masks in %s: predictions are written, not scored", name, folder)
             elif missing:

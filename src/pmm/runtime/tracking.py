@@ -80,6 +80,7 @@ def log_mask_panel(ctx, key: str, split_name: str, folder: Path, split=None) -> 
         return
     split = split if split is not None else ctx.split(split_name)
     ids = split.ids[: ctx.cfg.pseudo.figures]
-    log_masks(ctx.cfg, key, [split.load_image(i) for i in ids],
-              {"mask": [load_mask(folder / f"{i}.png") for i in ids], "ground truth": [split.load_mask(i) for i in ids]},
-              list(ctx.class_names), captions=list(ids))
+    masks = {"mask": [load_mask(folder / f"{i}.png") for i in ids]}
+    if all(split.has_mask(i) for i in ids):  # a dataset without ground truth shows the masks alone
+        masks["ground truth"] = [split.load_mask(i) for i in ids]
+    log_masks(ctx.cfg, key, [split.load_image(i) for i in ids], masks, list(ctx.class_names), captions=list(ids))

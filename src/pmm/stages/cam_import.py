@@ -170,8 +170,13 @@ def link_or_copy(source: Path, target: Path) -> None:
 
 def score_imported(ctx: RunContext, split_name: str, source: dict) -> None:
     """The threshold sweep of the imported CAMs, recorded and drawn as the CAM stage does for its own."""
-    from pmm.stages.cam_inference import save_cam_figures, score_cams
+    from pmm.stages.cam_inference import CAM_SCORE_KEYS, can_score, save_cam_figures, score_cams
 
+    if not can_score(ctx, split_name, "CAM threshold sweep of the pseudo.cams CAMs (t*, cam_miou)"):
+        save_cam_figures(ctx, split_name, None)
+        ctx.record(cam_scored=False, remove=CAM_SCORE_KEYS)
+        write_json(ctx.report_path("cam"), {"cam_scored": False, **source})
+        return
     scores = score_cams(ctx, split_name)
     ctx.record(**{k: v for k, v in scores.items() if k != "cam_per_class_iou"})
     write_json(ctx.report_path("cam"), {**scores, **source})

@@ -87,8 +87,11 @@ def infer_cams(ctx: RunContext, module: CAMModule, split_name: str, output: Path
 
 
 def score_cams(ctx: RunContext, split_name: str) -> dict:
-    """Sweep the background threshold over the split's CAM files; the best mIoU and the curve."""
-    split = ctx.split(split_name)
+    """Sweep the background threshold over the split's CAM files; the best mIoU and the curve.
+
+    Scored on the ids that have a ground-truth mask (call :func:`can_score` first: none is an error).
+    """
+    split = ctx.split(split_name).with_masks()
     sweep = ThresholdSweep(ctx.num_classes, ctx.cfg.cam.thresholds)
     folder = ctx.cams_dir(split_name)
     for image_id in tqdm(split.ids, desc=f"scoring CAMs ({split_name})", leave=False):
@@ -105,16 +108,35 @@ def score_cams(ctx: RunContext, split_name: str) -> dict:
         "cam_bg_threshold": float(sweep.thresholds[best]),
         "cam_miou_curve": curve,
         "cam_per_class_iou": {n: (None if np.isnan(v) else round(float(v), 6)) for n, v in zip(ctx.class_names, ious[best])},
+        "cam_scored": True,
+        "cam_num_scored": len(split),
     }
+
+
+# What score_cams records: dropped from metrics.json when a run cannot score (an older score would mislead).
+CAM_SCORE_KEYS = ("cam_miou", "cam_bg_threshold", "cam_miou_curve", "cam_num_scored")
+
+
+def can_score(ctx: RunContext, split_name: str, what: str) -> bool:
+    """Whether split ``split_name`` has ground-truth masks to score ``what`` against; one log line when it has none."""
+    split = ctx.split(split_name)
+    if split.with_masks().ids:
+        if not split.has_all_masks:
+            log.warning("%s: %d of the %d images of '%s' have no ground-truth mask: scored on the other %d", what,
+                        len(split.missing_masks), len(split), split.split, len(split.with_masks()))
+        return True
+    log.info("%s skipped: split '%s' has no ground-truth masks", what, split.split)
+    return False
 
 
 def save_cam_figures(ctx: RunContext, split_name: str, scores: dict) -> None:
     from pmm import viz
 
     split = ctx.split(split_name)
-    thresholds = [float(t) for t in scores["cam_miou_curve"]]
-    viz.save_curve(ctx.figures_dir / "cam_miou_curve.png", thresholds, list(scores["cam_miou_curve"].values()),
-                   "background threshold", "CAM mIoU", title=f"CAM mIoU on {split_name}")
+    if scores is not None:  # None: no ground truth, no curve
+        thresholds = [float(t) for t in scores["cam_miou_curve"]]
+        viz.save_curve(ctx.figures_dir / "cam_miou_curve.png", thresholds, list(scores["cam_miou_curve"].values()),
+                       "background threshold", "CAM mIoU", title=f"CAM mIoU on {split_name}")
     rows = []
     for image_id in split.ids[: ctx.cfg.cam.figures]:
         image = split.load_image(image_id)
@@ -124,7 +146,8 @@ def save_cam_figures(ctx: RunContext, split_name: str, scores: dict) -> None:
             row.append((f"CAM {ctx.class_names[label]}" if len(rows) else "CAM", viz.overlay_cam(image, cams[k])))
         while len(row) < 3:
             row.append(("", np.full_like(image, 255)))
-        row.append(("ground truth", viz.colorize_mask(split.load_mask(image_id))))
+        if split.has_mask(image_id):
+            row.append(("ground truth", viz.colorize_mask(split.load_mask(image_id))))
         rows.append(row)
     viz.save_panel(ctx.figures_dir / "cam_panel.png", rows, title="CAMs (labelled classes)")
     from pmm.runtime.tracking import log_heatmaps
@@ -172,11 +195,11 @@ def save_raw_refined_figure(ctx: RunContext, module: CAMModule, split_name: str)
                 images.append(image)
                 raws.append(maps[0])
                 refineds.append(maps[1])
-                masks.append(split.load_mask(image_id))
+                masks.append(split.load_mask(image_id) if split.has_mask(image_id) else None)
     finally:
         net.train(was_training)
     path = ctx.figures_dir / "cam_raw_vs_refined.png"
-    pictures = viz.save_raw_refined_panel(path, images, raws, refineds, masks,
+    pictures = viz.save_raw_refined_panel(path, images, raws, refineds, masks if all(m is not None for m in masks) else None,
                                           title=f"raw vs refined CAMs ({split_name}, max over labelled classes)")
     from pmm.runtime.tracking import log_heatmaps
 
@@ -191,12 +214,17 @@ def finish_cam_round(ctx: RunContext, module: CAMModule, **extra) -> dict:
     infer_cams(ctx, module, split_name)
 
     def score() -> dict:
-        scores = score_cams(ctx, split_name)
+        scored = can_score(ctx, split_name, "CAM threshold sweep (t*, cam_miou)")
+        scores = score_cams(ctx, split_name) if scored else None
         save_cam_figures(ctx, split_name, scores)
         try:
             save_raw_refined_figure(ctx, module, split_name)
         except Exception as error:  # a figure never fails a finished round
             log.warning("figures/cam_raw_vs_refined.png not drawn: %s", error)
+        if not scored:
+            ctx.record(cam_scored=False, remove=CAM_SCORE_KEYS, **extra)
+            write_json(ctx.report_path("cam"), {"cam_scored": False, **extra})
+            return {"cam_scored": False}
         ctx.record(**{k: v for k, v in scores.items() if k != "cam_per_class_iou"}, **extra)
         write_json(ctx.report_path("cam"), {**scores, **extra})
         log.info("CAM mIoU on %s: %.4f at background threshold %.2f", split_name, scores["cam_miou"],

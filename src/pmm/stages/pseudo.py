@@ -26,7 +26,7 @@ from pmm.scoring.metrics import confusion_matrix, mean_iou
 from pmm.io import load_cams, load_image, save_mask, write_json
 from pmm.pseudo import alpha_from_threshold, cov_smooth, make_pseudo_mask
 from pmm.stages.cam_import import import_cams
-from pmm.stages.cam_inference import infer_cams, load_cam_module, score_cams
+from pmm.stages.cam_inference import can_score, infer_cams, load_cam_module, score_cams
 
 log = logging.getLogger("pmm")
 
@@ -54,7 +54,7 @@ def search_alpha(ctx: RunContext, split_name: str, options: dict) -> tuple[float
     t* alone does not capture. Ties go to the smaller alpha. Returns the alpha and each candidate's mIoU.
     """
     cfg = ctx.cfg.pseudo
-    split = ctx.split(split_name)
+    split = ctx.split(split_name).with_masks()
     candidates = sorted({float(a) for a in cfg.alpha_candidates})
     sample = search_sample(list(split.ids), int(cfg.alpha_search_images))
     num_classes = len(ctx.class_names)
@@ -75,11 +75,17 @@ def search_alpha(ctx: RunContext, split_name: str, options: dict) -> tuple[float
     return best, {f"{a:g}": round(scores[a], 6) for a in candidates}
 
 
-def resolve_alpha(ctx: RunContext, threshold: float) -> float:
+def resolve_alpha(ctx: RunContext, threshold: float | None) -> float:
     """``pseudo.alpha``: a number, or ``auto`` = ln(t*)/ln(1-t*) of the CAM stage's best threshold
-    (``search`` is resolved by :func:`search_alpha`, which needs the CAMs and masks)."""
+    (``search`` is resolved by :func:`search_alpha`, which needs the CAMs and masks).
+
+    ``threshold``: t*, or without ground truth ``pseudo.bg_threshold`` (None when that is ``auto`` too).
+    """
     alpha = ctx.cfg.pseudo.alpha
     if alpha == "auto":
+        if threshold is None:
+            raise PmmError("pseudo.alpha=auto derives alpha from the CAM threshold t*, which needs ground-truth masks "
+                           "(none here); set pseudo.bg_threshold=T (e.g. 0.3) to stand for t*, or pseudo.alpha to a number")
         low, high = ctx.cfg.pseudo.alpha_range
         return alpha_from_threshold(threshold, low=low, high=high)
     try:
@@ -176,45 +182,81 @@ def save_pseudo_figures(ctx: RunContext, split_name: str, folder: Path, settings
             ("CAM (max over classes)", viz.overlay_cam(image, peak)),
             ("CoV", viz.overlay_cam(image, smooth)),
             (f"pseudo-mask ({settings['method']})", viz.colorize_mask(load_mask(folder / f"{image_id}.png"))),
-            ("ground truth", viz.colorize_mask(split.load_mask(image_id))),
+            *([("ground truth", viz.colorize_mask(split.load_mask(image_id)))] if split.has_mask(image_id) else []),
         ])
     viz.save_panel(ctx.figures_dir / "pseudo_panel.png", rows, title=f"pseudo-masks, round 0 ({split_name})")
     log_mask_panel(ctx, "pseudo_masks/round_0", split_name, folder)
+
+
+def check_without_truth(ctx: RunContext, t_star_known: bool) -> None:
+    """One-line errors, before any work, for the settings that need ground truth when ``pseudo.split`` has none.
+
+    ``pseudo.alpha=search`` scores candidates against masks; ``pseudo.alpha=auto`` and the argmax
+    method's ``pseudo.bg_threshold=auto`` take the CAM stage's t*, found against masks too (unless
+    ``t_star_known``: an earlier CAM stage of this run found it). ``pseudo.bg_threshold=T`` stands for t*.
+    """
+    cfg = ctx.cfg.pseudo
+    split = ctx.split(pseudo_splits(ctx)[0])
+    if split.with_masks().ids:
+        return
+    if cfg.alpha == "search" and cfg.method != "argmax":
+        raise PmmError(f"pseudo.alpha=search scores each candidate against ground-truth masks, and split "
+                       f"'{split.split}' has none; set pseudo.alpha to a number (the paper: 11), or pseudo.alpha=auto "
+                       "with pseudo.bg_threshold=T (e.g. 0.3)")
+    if t_star_known or cfg.bg_threshold != "auto":
+        return
+    if cfg.alpha == "auto" and cfg.method != "argmax":
+        raise PmmError(f"pseudo.alpha=auto derives alpha from the CAM threshold t*, which needs ground-truth masks "
+                       f"and split '{split.split}' has none; set pseudo.bg_threshold=T (e.g. 0.3) to stand for t*, or "
+                       "pseudo.alpha to a number")
+    if cfg.method == "argmax":
+        raise PmmError(f"pseudo.method=argmax: pseudo.bg_threshold=auto takes the CAM threshold t*, which needs "
+                       f"ground-truth masks and split '{split.split}' has none; set pseudo.bg_threshold=T (e.g. 0.3)")
 
 
 def run(ctx: RunContext) -> dict:
     cfg = ctx.cfg.pseudo
     split_names = pseudo_splits(ctx)
     split_name = split_names[0]
+    metrics = ctx.read_metrics()
+    check_without_truth(ctx, "cam_bg_threshold" in metrics and not ctx.cfg.cam_ckpt and not cfg.get("cams"))
     cams_source = import_cams(ctx, split_names)  # pseudo.cams: another code base's CAMs, as this run's own
+    metrics = ctx.read_metrics()  # the import's threshold sweep, when the split has masks
     for name in split_names:
         ensure_cams(ctx, name)
-    metrics = ctx.read_metrics()
-    if "cam_bg_threshold" not in metrics or ctx.cfg.cam_ckpt:
+    if ("cam_bg_threshold" not in metrics or ctx.cfg.cam_ckpt) and can_score(ctx, split_name, "CAM threshold sweep (t*)"):
         scores = score_cams(ctx, split_name)
         ctx.record(**{k: v for k, v in scores.items() if k != "cam_per_class_iou"})
         metrics.update(scores)
-    threshold = float(metrics["cam_bg_threshold"])
+    # t*: the CAM stage's best threshold; without ground truth there is none and pseudo.bg_threshold stands for it.
+    threshold = float(metrics["cam_bg_threshold"]) if "cam_bg_threshold" in metrics else None
     bg_threshold = threshold if cfg.bg_threshold == "auto" else float(cfg.bg_threshold)
     crf = CRFParams.from_config(ctx.cfg.crf.pseudo, "crf.pseudo")
     options = dict(cov=bool(cfg.cov), cov_scale=float(cfg.cov_scale), threshold=float(cfg.cov_threshold),
-                   bg_threshold=bg_threshold, crf=crf)
+                   crf=crf, **({"bg_threshold": bg_threshold} if bg_threshold is not None else {}))
     alpha_scores = None
     if cfg.alpha == "search" and cfg.method != "argmax":
         # Every rank searches the same sample (deterministic), so no broadcast is needed.
         alpha, alpha_scores = search_alpha(ctx, split_name, options)
     else:
-        alpha = resolve_alpha(ctx, threshold) if cfg.alpha != "search" else 1.0  # argmax ignores alpha
+        t_star = threshold if threshold is not None else bg_threshold
+        alpha = resolve_alpha(ctx, t_star) if cfg.alpha != "search" else 1.0  # argmax ignores alpha
     settings = {"method": cfg.method, "options": dict(options, alpha=alpha)}
-    log.info("pseudo-masks: method=%s cov=%s alpha=%.2f (CAM threshold t*=%.2f) on split(s) %s, CRF backend %s",
-             cfg.method, cfg.cov, alpha, threshold, ", ".join(split_names), crf.backend)
+    log.info("pseudo-masks: method=%s cov=%s alpha=%.2f (CAM threshold t*=%s) on split(s) %s, CRF backend %s",
+             cfg.method, cfg.cov, alpha, "none" if threshold is None else f"{threshold:.2f}", ", ".join(split_names),
+             crf.backend)
     folder = ctx.round_dir(0)
     all_ids = list(dict.fromkeys(i for name in split_names for i in ctx.split(name).ids))
 
     def score() -> dict:
+        if not can_score(ctx, split_name, "pseudo-mask scores (pseudo_miou)"):
+            return unscored()
         reports = {}
         for name in split_names:
-            reports[name] = score_mask_folder(ctx.split(name), folder, desc=f"scoring pseudo-masks ({name})")
+            if not ctx.split(name).with_masks().ids:
+                continue
+            reports[name] = score_mask_folder(ctx.split(name).with_masks(), folder,
+                                              desc=f"scoring pseudo-masks ({name})")
             log.info("pseudo-mask mIoU on '%s' (%d images, round 0): %.4f", name, reports[name]["num_images"],
                      reports[name]["miou"])
         report = dict(reports[split_name])
@@ -234,12 +276,23 @@ def run(ctx: RunContext) -> dict:
             "pseudo_method": cfg.method,
             "pseudo_cov": bool(cfg.cov),
             "pseudo_alpha": alpha,
+            "pseudo_scored": True,
         }
         if alpha_scores is not None:
             result["pseudo_alpha_search"] = alpha_scores
         ctx.record(**result)
         log.info("pseudo-mask mIoU on '%s' (round 0): %.4f  [CAM argmax: %.4f]", split_name, report["miou"],
                  metrics.get("cam_miou", math.nan))
+        return result
+
+    def unscored() -> dict:
+        """No ground truth: the masks are written and drawn, not scored."""
+        write_json(ctx.report_path("pseudo"), {"scored": False, "method": cfg.method, "cov": bool(cfg.cov),
+                                               "alpha": alpha, "round": 0, "folder": str(folder)})
+        save_pseudo_figures(ctx, split_name, folder, settings)
+        result = {"pseudo_scored": False, "pseudo_split": split_name, "pseudo_method": cfg.method,
+                  "pseudo_cov": bool(cfg.cov), "pseudo_alpha": alpha}
+        ctx.record(remove=("pseudo_miou", "pseudo_miou_rounds", "pseudo_miou_by_split", "pseudo_alpha_search"), **result)
         return result
 
     return run_sharded(all_ids, lambda ids: write_round_zero(ctx, split_names, ids, settings), score) or {}

@@ -40,6 +40,10 @@ def resolve_mask_source(ctx: RunContext) -> Path | None:
     """
     source = str(ctx.cfg.pseudo.source)
     if source == "ground_truth":
+        if not ctx.train_split.has_all_masks:
+            raise PmmError(f"pseudo.source=ground_truth: {len(ctx.train_split.missing_masks)} of the "
+                           f"{len(ctx.train_split)} training images have no ground-truth mask; train on pseudo-masks "
+                           "(pseudo.source=latest_round) or give every image a mask")
         return None
     if source == "latest_round":
         found = latest_round(ctx.pseudo_masks_dir)
@@ -171,11 +175,31 @@ def seg_schedule(ctx: RunContext, num_images: int, world_size: int = 1) -> tuple
     return round_epochs, round_epochs * rounds
 
 
+def periodic_validation(ctx: RunContext) -> dict:
+    """The split the segmenter validates on during training (the val ids with a ground-truth mask), and
+    the trainer and callback settings that go without one: no validation, the last checkpoint kept, and
+    ``cyclic.relabel_from=best`` falling back to ``last`` (there is no best)."""
+    validation = ctx.val_split.with_masks()
+    if validation.ids:
+        if not ctx.val_split.has_all_masks:
+            log.warning("periodic validation on the %d of %d '%s' images that have a ground-truth mask",
+                        len(validation), len(ctx.val_split), validation.split)
+        return {"split": validation}
+    log.info("periodic validation of the segmenter skipped: split '%s' has no ground-truth masks (the last "
+             "checkpoint is kept and evaluated)", validation.split)
+    if ctx.cfg.cyclic.rounds > 0 and ctx.cfg.cyclic.relabel_from == "best":
+        log.warning("cyclic.relabel_from=best needs the periodic validation: the cyclic rounds relabel with the "
+                    "last weights")
+    return {"split": ctx.val_split, "trainer": {"limit_val_batches": 0}, "relabel_from": "last"}
+
+
 def run(ctx: RunContext) -> dict:
     cfg = ctx.cfg
     mask_dir = resolve_mask_source(ctx)
+    validation = periodic_validation(ctx)
+    train_truth = ctx.train_split.with_masks()  # what the training masks are scored against
     datamodule = PseudoMaskDataModule(
-        ctx.train_split, ctx.val_split, mask_dir, ctx.crop_size("seg"), tuple(cfg.data.scale_range),
+        ctx.train_split, validation["split"], mask_dir, ctx.crop_size("seg"), tuple(cfg.data.scale_range),
         cfg.seg.batch_size, cfg.data.num_workers, transform=seg_pipeline(cfg.data, ctx.crop_size("seg")),
     )
     # The world size is known before any process group exists; the schedule depends on it.
@@ -184,13 +208,17 @@ def run(ctx: RunContext) -> dict:
     steps_per_epoch = max(1, len(ctx.train_split.ids) // (min(cfg.seg.batch_size, len(ctx.train_split.ids)) * world))
     module = build_seg_module(ctx, round_epochs, steps_per_epoch)
     history = list(ctx.read_metrics().get("pseudo_miou_rounds", []))
-    if mask_dir is not None and not history:
+    if mask_dir is not None and not history and train_truth.ids:
         # Round 0 came from elsewhere (a folder): score it so the rounds list starts at the source.
-        history = [score_mask_folder(ctx.train_split, mask_dir, desc="scoring training masks")["miou"]]
+        history = [score_mask_folder(train_truth, mask_dir, desc="scoring training masks")["miou"]]
         ctx.record(pseudo_miou=history[0], pseudo_miou_rounds=history)
 
     def on_round(index: int, folder: Path) -> None:
-        report = score_mask_folder(ctx.train_split, folder, desc=f"scoring round {index}")
+        if not train_truth.ids:
+            log.info("cyclic round %d: its pseudo-masks are not scored ('%s' has no ground-truth masks)", index,
+                     ctx.train_split.split)
+            return
+        report = score_mask_folder(train_truth, folder, desc=f"scoring round {index}")
         rounds = list(ctx.read_metrics().get("pseudo_miou_rounds", []))
         rounds = rounds[:index] + [report["miou"]]
         # Round 0 is scored on pseudo_split, the cyclic rounds on the segmenter's training split.
@@ -204,8 +232,13 @@ def run(ctx: RunContext) -> dict:
             split=ctx.train_split, datamodule=datamodule, output_root=ctx.pseudo_masks_dir,
             every_n_epochs=round_epochs, on_round=on_round, tta=TTAConfig.from_config(cfg.cyclic),
             crf=seg_crf(ctx, cfg.cyclic.crf),
+            **({"relabel_from": validation["relabel_from"]} if "relabel_from" in validation else {}),
         )
     callbacks = build_callbacks(cfg, "seg", **partials)
+    if "trainer" in validation:  # no validation: nothing to monitor, the checkpoints are the latest weights
+        for callback in callbacks:
+            if getattr(callback, "monitor", None) == "val/miou":
+                callback.monitor = None
     schedule = {"max_steps": int(cfg.seg.max_steps)} if cfg.seg.get("max_steps") else {}
     if schedule and module.hparams.poly_period_epochs:
         # Each cyclic round is its own schedule (the reference runs each as a separate 20k-iteration
@@ -220,6 +253,7 @@ def run(ctx: RunContext) -> dict:
                      schedule["max_steps"])
     if cfg.seg.get("val_check_interval"):
         schedule["val_check_interval"] = int(cfg.seg.val_check_interval)
+    schedule.update(validation.get("trainer", {}))
     trainer = build_trainer(ctx, "seg", epochs, callbacks=callbacks, reload_dataloaders_every_n_epochs=1,
                             check_val_every_n_epoch=cfg.seg.check_val_every_n_epoch, **schedule)
     log.info("segmentation stage: %s/%s on %s, %s (%d epochs a round), loss %s", cfg.segmenter.arch,
@@ -228,7 +262,8 @@ def run(ctx: RunContext) -> dict:
              dict(cfg.seg.loss))
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, "seg"))
     ctx.record(seg_source=str(mask_dir) if mask_dir else "ground_truth", seg_loss=cfg.seg.loss.mode,
-               seg_steps=int(trainer.global_step), **best_validation(trainer, cfg))
+               seg_steps=int(trainer.global_step), seg_validated="trainer" not in validation,
+               **best_validation(trainer, cfg))
 
     return evaluate_module(ctx, module)
 
