@@ -10,9 +10,9 @@ from PIL import Image
 from pmm.crf import SEG_CRF
 from pmm.nets.tta import TTAConfig
 from pmm.seg.inference import segment_images, segment_images_protocols
-from pmm.seg.protocols import CUSTOM, DEFAULT_MS_SCALES, headline_protocol, plan_protocols
+from pmm.seg.protocols import CUSTOM, PAPER_MS_SCALES, headline_protocol, plan_protocols
 
-PAPER = DEFAULT_MS_SCALES
+PAPER = PAPER_MS_SCALES
 
 
 @pytest.mark.parametrize("scales, flip, crf, expected", [

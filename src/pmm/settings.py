@@ -475,7 +475,7 @@ class EvalSettings(TTASettings):
     crf: bool = flag(False)
     protocols: tuple[str, ...] = field(default=("ss", "ms", "ms_crf"), metadata={
         "check": Check(kind="choice", words=("ss", "ms", "ms_crf"), length=0)})
-    ms_scales: tuple[float, ...] = numbers((0.5, 0.75, 1.0, 1.25, 1.5, 1.75), gt=0)
+    ms_scales: tuple[float, ...] = numbers((0.75, 1.0, 1.25), gt=0)
     export: str | None = choice(None, "voc_test", nullable=True)
     batch_size: int = integer(16, ge=1)
     figures: int = integer(8, ge=0)
@@ -524,7 +524,8 @@ def _check_backend(key: str, backend: Any) -> None:
 def _default_crf() -> dict[str, CRFParams]:
     from pmm.crf.base import SEG_CRF
 
-    return {"pseudo": CRFParams(backend="fast"), "seg": SEG_CRF, "rough": CRFParams(gauss_compat=3.0)}
+    return {"pseudo": CRFParams(backend="fast"), "seg": replace(SEG_CRF, backend="fast"),
+            "rough": CRFParams(gauss_compat=3.0)}
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from pmm.crf import CRFParams
 from pmm.nets.tta import TTAConfig, has_single_variant
 
 PROTOCOLS = ("ss", "ms", "ms_crf")
-DEFAULT_MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # the paper's (and mmseg's VOC aug_test ratios)
+PAPER_MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # the paper's (and mmseg's VOC aug_test ratios)
+DEFAULT_MS_SCALES = (0.75, 1.0, 1.25)  # eval.ms_scales' default (from scratch: the training scale range)
 CUSTOM = "custom"
 DESCRIPTIONS = {"ss": "single scale", "ms": "multi-scale + flip", "ms_crf": "multi-scale + flip + CRF",
                 CUSTOM: "eval.scales / flip / crf"}

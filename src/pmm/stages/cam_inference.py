@@ -104,7 +104,6 @@ def score_cams(ctx: RunContext, split_name: str) -> dict:
     return {
         "cam_miou": mious[best],
         "cam_split": split_name,  # a figure is only comparable with one scored on the same split (train vs train_aug)
-        "cam_num_images": len(split),
         "cam_bg_threshold": float(sweep.thresholds[best]),
         "cam_miou_curve": curve,
         "cam_per_class_iou": {n: (None if np.isnan(v) else round(float(v), 6)) for n, v in zip(ctx.class_names, ious[best])},
@@ -114,7 +113,7 @@ def score_cams(ctx: RunContext, split_name: str) -> dict:
 
 
 # What score_cams records: dropped from metrics.json when a run cannot score (an older score would mislead).
-CAM_SCORE_KEYS = ("cam_miou", "cam_bg_threshold", "cam_miou_curve", "cam_num_scored")
+CAM_SCORE_KEYS = ("cam_miou", "cam_bg_threshold", "cam_miou_curve", "cam_num_scored", "cam_split")
 
 
 def can_score(ctx: RunContext, split_name: str, what: str) -> bool:
