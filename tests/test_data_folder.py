@@ -169,6 +169,9 @@ def test_stage_all_without_masks_reaches_the_predictions_and_says_what_it_skippe
     assert prediction.shape == (120, 120) and prediction.max() < metrics["num_classes"]
     assert len(list((run_dir / "pseudo_masks" / "round_0").glob("*.png"))) == metrics["num_train_images"]
     assert (run_dir / "checkpoints" / "seg" / "last.ckpt").is_file()
+    # Every protocol is predicted and drawn even where nothing can be scored.
+    assert sorted(p.stem for p in (run_dir / "predictions" / "val_ms_crf").glob("*.png")) == sorted(val_ids)
+    assert metrics["val_protocol"] == "ss"
 
 
 @pytest.mark.slow
@@ -188,6 +191,12 @@ def test_a_run_with_masks_scores_the_cams_the_pseudo_masks_and_val(unmasked_run,
     assert sizes[1][0] > sizes[0][0] and sizes[1][1] == sizes[0][1]
     evaluated = run_folder(tmp_path / "eval", folder_tree, ["stage=eval", *masks, f"seg_ckpt={trained}/checkpoints/seg/last.ckpt"])
     assert evaluated["val_scored"] is True and 0 <= evaluated["val_miou"] <= 1
+    # The prediction panel gains its ground-truth column too.
+    sizes = []
+    for run_dir in (trained, tmp_path / "eval"):
+        with Image.open(run_dir / "figures" / "val_predictions.png") as panel:
+            sizes.append(panel.size)
+    assert sizes[1][0] > sizes[0][0] and sizes[1][1] == sizes[0][1]
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [

@@ -21,6 +21,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BasePredictionWriter
 from rich.console import Console
@@ -165,6 +166,24 @@ def print_table(report: dict) -> None:
     Console(stderr=True).print(table)
 
 
+def save_prediction_panel(ctx: RunContext, split: VOCSplit, folders: dict[str, Path]) -> None:
+    """``figures/val_predictions.png``: image, one column per protocol, and the ground truth where there is one."""
+    from pmm import viz
+
+    rows = []
+    for image_id in split.ids[: ctx.cfg.eval.figures]:
+        row = [("image", split.load_image(image_id))]
+        row += [(f"prediction ({name})" if len(folders) > 1 else "prediction",
+                 viz.colorize_mask(load_mask(path / f"{image_id}.png"))) for name, path in folders.items()]
+        if split.has_mask(image_id):
+            row.append(("ground truth", viz.colorize_mask(split.load_mask(image_id))))
+        rows.append(row)
+    if rows:
+        width = max(len(row) for row in rows)  # a panel's rows are equally long: blank where a mask is missing
+        rows = [row + [("", np.full_like(row[0][1], 255))] * (width - len(row)) for row in rows]
+        viz.save_panel(ctx.figures_dir / "val_predictions.png", rows, title="segmenter on val")
+
+
 def save_eval_figures(ctx: RunContext, folder: Path, report: dict, split: VOCSplit | None = None,
                       folders: dict[str, Path] | None = None) -> None:
     """The per-class IoU bars, the prediction panel (one column per protocol) and mIoU through the pipeline."""
@@ -173,17 +192,7 @@ def save_eval_figures(ctx: RunContext, folder: Path, report: dict, split: VOCSpl
     names = list(ctx.class_names)
     viz.save_iou_bars(ctx.figures_dir / "val_iou.png", names, [report["per_class_iou"][n] for n in names],
                       title=f"val IoU per class (mIoU {report['miou']:.3f}, {report.get('protocol') or 'eval'})")
-    split = split if split is not None else ctx.val_split
-    folders = folders or {"prediction": folder}
-    rows = []
-    for image_id in split.ids[: ctx.cfg.eval.figures]:
-        image = split.load_image(image_id)
-        row = [("image", image)]
-        row += [(f"prediction ({name})" if len(folders) > 1 else "prediction",
-                 viz.colorize_mask(load_mask(path / f"{image_id}.png"))) for name, path in folders.items()]
-        row.append(("ground truth", viz.colorize_mask(split.load_mask(image_id))))
-        rows.append(row)
-    viz.save_panel(ctx.figures_dir / "val_predictions.png", rows, title="segmenter on val")
+    save_prediction_panel(ctx, split if split is not None else ctx.val_split, folders or {"prediction": folder})
     metrics = ctx.read_metrics()
     rounds = metrics.get("pseudo_miou_rounds", [])
     labels, values = [], []
@@ -228,6 +237,7 @@ def evaluate_module(ctx: RunContext, module: SegModule) -> dict:
             log.warning("split '%s': %d of its %d images have no ground-truth mask (%s): scored on the other %d",
                         split.split, len(unscored), len(split), shown_ids(unscored), len(scored))
             return {**score(scored, unscored), **exported}
+        save_prediction_panel(ctx, split, folders)
         ctx.record(val_scored=False, val_protocol=plan.headline)
         log.info("split '%s' has no ground-truth masks for its %d images: not scored (predictions in %s)",
                  split.split, len(split), folder)
