@@ -178,7 +178,8 @@ def fake_run(folder: Path, overrides: list[str], seed: int, val: float) -> Path:
     (folder / ".hydra" / "config.yaml").write_text(f"stage: all\nseed: {seed}\n")
     (folder / "metrics.json").write_text(json.dumps({
         "stage": "all", "seed": seed, "cam_miou": 0.4 + seed / 100, "pseudo_miou": 0.5, "val_miou": val,
-        "val_miou_ss": val, "val_protocol": "ss", "stage_seconds": {"cam": 10.0, "pseudo": 2.0, "seg": 30.0}}))
+        "val_miou_ss": val, "val_protocol": "ss", "stage_seconds": {"cam": 10.0, "pseudo": 2.0, "seg": 30.0},
+        "val_protocols": {"ss": {"scales": [1.0], "flip": False, "crf": False, "miou": val}}}))
     return folder
 
 
@@ -202,7 +203,7 @@ def test_comparison_of_a_sweep_groups_the_seeds(tmp_path, capsys):
     assert (row["seg.lr"], row["seeds"], row["val_miou"]) == ("0.01", "0, 1", f"{mean:.4f} ± {std:.4f}")
     assert row["pseudo_miou"] == "0.5000 ± 0.0000"
     page = {row[0]: row[1:] for table in parse(sweep / "0" / "report.html").tables for row in table if row}
-    assert page["val_miou_ss"] == ["single scale", "0.5000", "headline"]  # the protocol val_protocol names
+    assert page["val_miou_ss"] == ["single scale", "scales 1", "0.5000", "headline"]  # the one val_protocol names
     # Two run folders named on the command line, page elsewhere.
     assert report_main([str(sweep / "0"), str(sweep / "2"), "--output", str(tmp_path / "out")]) == 0
     assert len(parse(tmp_path / "out" / "comparison.html").tables[0]) == 3

@@ -29,7 +29,8 @@ PROTOCOLS = (
 )
 STAGE_TITLES = {"cam": "CAMs", "pseudo": "Pseudo-masks", "seg": "Segmenter", "eval": "Evaluation"}
 # metrics.json keys shown in their own section rather than in the tables of metrics by stage.
-SHOWN_ELSEWHERE = {"stages", "cam_miou_curve", "cam_per_class_iou", "val_per_class_iou", "val_protocol", "class_names",
+SHOWN_ELSEWHERE = {"stages", "cam_miou_curve", "cam_per_class_iou", "val_per_class_iou", "val_protocol",
+                   "val_protocols", "class_names",
                    "environment", "stage_seconds", "interrupted", "interrupted_stage", "interrupted_epoch",
                    "interrupted_step", "resume_checkpoint"} | {key for key, _, _ in PROTOCOLS}
 # Figures the stages draw, by section, with their captions; any other PNG of figures/ follows them.
@@ -121,18 +122,32 @@ def _metrics_by_stage(run: Run) -> str:
 def _protocol(run: Run) -> str:
     metrics = run.metrics
     chosen = str(metrics.get("val_protocol", ""))
+    described = metrics.get("val_protocols") or {}
     rows, classes = [], []
-    for key, short, words in PROTOCOLS:
-        if key not in metrics:
+
+    def settings(short: str) -> str:
+        """The scales, flip and CRF of a protocol (metrics.json's val_protocols)."""
+        what = described.get(short) or {}
+        if not what:
+            return ""
+        scales = ", ".join(f"{float(v):g}" for v in what.get("scales", []))
+        return esc(f"scales {scales}" + (" + flip" if what.get("flip") else "") + (" + CRF" if what.get("crf") else ""))
+
+    for key, short, words in PROTOCOLS + (("val_miou", "custom", "eval.scales / flip / crf"),):
+        if short == "custom":
+            if chosen != "custom" or "val_miou" not in metrics:
+                continue
+        elif key not in metrics:
             continue
         headline = chosen in (key, short)
-        rows.append([f"<code>{esc(key)}</code>", esc(words), number(metrics[key]), "headline" if headline else ""])
+        rows.append([f"<code>{esc(key)}</code>", esc(words), settings(short), number(metrics[key]),
+                     "headline" if headline else ""])
         classes.append("headline" if headline else "")
     if not rows:
         return ('<p class="muted">No per-protocol mIoU in metrics.json (<code>val_miou_ss</code>, <code>val_miou_ms</code>, '
                 "<code>val_miou_ms_crf</code>); the segmenter's <code>val_miou</code> is under Metrics.</p>")
     note = f'<p class="small">val_protocol: <code>{esc(chosen)}</code></p>' if chosen else ""
-    return table(["key", "protocol", "mIoU", ""], rows, numeric=(2,), row_classes=classes) + note
+    return table(["key", "protocol", "settings", "mIoU", ""], rows, numeric=(3,), row_classes=classes) + note
 
 
 def per_class_iou(run: Run) -> dict[str, dict]:
