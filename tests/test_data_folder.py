@@ -12,7 +12,6 @@ from PIL import Image
 
 from pmm.data.folder import read_labels_file, seeded_val_ids, split_label
 from pmm.data.sources import FolderDataset
-from pmm.data.voc import VOC_CLASS_NAMES
 from pmm.errors import PmmError
 from pmm.io import load_mask, save_mask
 
@@ -22,25 +21,20 @@ def folder_tree(tmp_path_factory, voc_samples: Path) -> Path:
     """The 14 shared photos at 120 px in ``images/``, their labels (the classes of their masks) as a
     names CSV, a 0/1 CSV and a JSON, and the masks in ``masks/`` with their ids renumbered to the
     class order the labels file gives (background, then the names sorted)."""
+    from pmm.prepare.cli import main as prepare
+
     root = tmp_path_factory.mktemp("folder")
-    (root / "images").mkdir()
-    (root / "masks").mkdir()
-    masks, labels = {}, {}
-    for path in sorted((voc_samples / "JPEGImages").glob("*.jpg")):
-        with Image.open(path) as image:
-            scale = 120 / max(image.size)
-            size = (round(image.width * scale), round(image.height * scale))
-            image.convert("RGB").resize(size, Image.BILINEAR).save(root / "images" / path.name, quality=90)
-        mask = load_mask(voc_samples / "SegmentationClass" / f"{path.stem}.png")
-        masks[path.stem] = np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST))
-        labels[path.stem] = [VOC_CLASS_NAMES[v] for v in np.unique(masks[path.stem]) if 0 < v < 21]
+    assert prepare(["folder", "--voc", str(voc_samples), "--out", str(root), "--long-side", "120", "--masks",
+                    "--no-progress"]) == 0
+    labels = {line.split(",")[0]: line.split(",")[1].split() for line in (root / "labels.csv").read_text().splitlines()[1:]}
     names = ["background", *sorted({n for found in labels.values() for n in found})]
-    renumber = np.full(256, 255, np.uint8)
-    for name in names:
-        renumber[VOC_CLASS_NAMES.index(name)] = names.index(name)
-    for image_id, mask in masks.items():
-        save_mask(root / "masks" / f"{image_id}.png", renumber[mask])
-    (root / "labels.csv").write_text("image_id,labels\n" + "".join(f"{i},{' '.join(v)}\n" for i, v in labels.items()))
+    # The masks were renumbered to the labels file's order: each one holds exactly its image's classes.
+    assert len(labels) == 14
+    for image_id, found in labels.items():
+        with Image.open(root / "images" / f"{image_id}.jpg") as image:
+            assert max(image.size) == 120
+        present = {names[v] for v in np.unique(load_mask(root / "masks" / f"{image_id}.png")) if v != 255} - {"background"}
+        assert present == set(found) and found
     (root / "onehot.csv").write_text("image_id," + ",".join(names[1:]) + "\n" + "".join(
         f"{i}," + ",".join("1" if n in v else "0" for n in names[1:]) + "\n" for i, v in labels.items()))
     (root / "labels.json").write_text(json.dumps(labels, indent=1))
