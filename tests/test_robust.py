@@ -61,7 +61,7 @@ def one_line(error: pytest.ExceptionInfo) -> str:
     [
         ("pseudo.alpah=3", "pmm: error: pseudo.alpah=3: there is no key pseudo.alpah in the config; "
                            "did you mean pseudo.alpha?"),
-        ("data=vco", "pmm: error: data=vco: config group data has no option 'vco' (options: coco, synthetic, voc); "
+        ("data=vco", "pmm: error: data=vco: config group data has no option 'vco' (options: coco, folder, synthetic, voc); "
                      "did you mean data=voc?"),
         ("+pseudo.alpah=3", "pmm: error: +pseudo.alpah=3: pmm never reads pseudo.alpah (not a key of its config); "
                             "did you mean pseudo.alpha?"),
