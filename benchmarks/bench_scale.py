@@ -39,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TIME = Path("/usr/bin/time")
-DEFAULT_N = 48
+DEFAULT_N = 160
 BASE_IMAGES = 16
 IMAGE_SIZE = 160
 TREE_SEED = 11
