@@ -17,10 +17,10 @@ process under ``/usr/bin/time -v``:
 The table gives wall seconds, process CPU seconds (user + sys, children included), CPU seconds per
 image and peak RSS ("Maximum resident set size": the largest single process, children included).
 The verdicts compare 4N with N: the CPU seconds per image *beyond the base tree's* (fixed costs such
-as imports and model loading cancel out) must agree within ``TIME_TOLERANCE``, the peak RSS within
-``RSS_TOLERANCE``. A step that keeps something per image in memory or does quadratic work misses.
+as imports and model loading cancel out) may be at most ``TIME_TOLERANCE`` higher at 4N, the peak RSS
+at most ``RSS_TOLERANCE`` higher. A step that keeps something per image in memory or does quadratic work misses.
 
-    python benchmarks/bench_scale.py                    # markdown on stdout (default N, ~15 min on 2 cores)
+    python benchmarks/bench_scale.py                    # markdown on stdout (N=160: ~8 min on 2 quiet cores)
     python benchmarks/bench_scale.py --n 40 --work /tmp/scale   # a quick check of the script
     python benchmarks/run_all.py --only scale --update  # the `scale` section of RESULTS.md
 """
@@ -274,23 +274,35 @@ def ratio_table(rows: list[Ratio]) -> list[str]:
 
 
 def _judge(value: float | None, tolerance: float) -> str:
+    """``met``, ``missed`` (4N costs more per image than N beyond the tolerance), ``cheaper`` or ``unmeasured``."""
     if value is None:
         return "unmeasured"
-    return "met" if abs(value - 1) <= tolerance else "missed"
+    if value > 1 + tolerance:
+        return "missed"
+    return "met" if value >= 1 - tolerance else "cheaper"
 
 
 def verdicts(rows: list[Ratio]) -> list[str]:
-    """One line per target: met by every step, or which steps missed it (and which could not be judged)."""
+    """One line per target: met by every step, or which steps missed it (and which could not be judged).
+
+    Only a step that costs more per image at 4N misses; one that costs less is named apart (a fixed
+    cost the base tree does not show, or noise), since that is no scale problem.
+    """
     lines = []
     for name, tolerance, value in (
-        (f"CPU s per image beyond the base tree, 4N against N, within {TIME_TOLERANCE:.0%}", TIME_TOLERANCE,
+        (f"CPU s per image beyond the base tree, 4N at most {TIME_TOLERANCE:.0%} above N", TIME_TOLERANCE,
          lambda r: r.marginal),
-        (f"peak RSS, 4N against N, within {RSS_TOLERANCE:.0%}", RSS_TOLERANCE, lambda r: r.rss),
+        (f"peak RSS, 4N at most {RSS_TOLERANCE:.0%} above N", RSS_TOLERANCE, lambda r: r.rss),
     ):
         judged = {r.step: _judge(value(r), tolerance) for r in rows}
-        missed = [f"{r.step} ({_x(value(r))})" for r in rows if judged[r.step] == "missed"]
+
+        def named(verdict: str) -> list[str]:
+            return [f"{r.step} ({_x(value(r))})" for r in rows if judged[r.step] == verdict]
+
+        text = "**missed** by " + ", ".join(named("missed")) if named("missed") else "met by every step measured"
+        if named("cheaper"):
+            text += "; cheaper per image at 4N (a fixed cost beyond the base tree's, or noise): " + ", ".join(named("cheaper"))
         unmeasured = [r.step for r in rows if judged[r.step] == "unmeasured"]
-        text = "**missed** by " + ", ".join(missed) if missed else "met by every step measured"
         if unmeasured:
             text += ("; not judged (a failed run, or the N tree's CPU s not above the base tree's: too noisy): "
                      + ", ".join(unmeasured))

@@ -65,6 +65,10 @@ def test_linear_steps_pass_and_a_quadratic_or_growing_one_is_named(scale):
     time_line, rss_line = scale.verdicts(list(rows.values()))
     assert "**missed** by relabel" in time_line and "cams" not in time_line and "eval" not in time_line
     assert "**missed** by eval (1.20)" in rss_line and "relabel" not in rss_line
+    cheaper = {size: fixed + 0.5 * size - 0.001 * size * size for size in (base, n, 4 * n)}
+    rows["pseudo"] = scale.ratios(_measures(scale, "pseudo", cheaper), base, n)[1]
+    time_line = scale.verdicts(list(rows.values()))[0]
+    assert "**missed** by relabel" in time_line and "pseudo" in time_line.split("cheaper per image")[1]
     table = "\n".join(scale.ratio_table(list(rows.values())))
     assert "| 1.00 |" in table
 
