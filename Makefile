@@ -27,7 +27,7 @@ test: $(STAMP) ## Set up, then run the test suite
 test-fast: $(STAMP) ## Run the tests that are not marked slow
 	$(PY) -m pytest -m "not slow"
 
-bench: $(STAMP) ## Measure the CRF backends, PPMG, inference and the default run; writes benchmarks/RESULTS.md
+bench: $(STAMP) ## Measure the CRF backends, PPMG, inference, the default run and the cost at scale; writes benchmarks/RESULTS.md
 	$(PY) benchmarks/run_all.py
 
 clean: ## Remove run outputs (keeps .venv and the generated data)

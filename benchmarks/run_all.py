@@ -52,12 +52,19 @@ def quality_section() -> str:
     return bench_quality.section()
 
 
+def scale_section() -> str:
+    import bench_scale
+
+    return bench_scale.section()
+
+
 # name -> callable returning a markdown section; run in this order.
 SECTIONS: dict[str, Callable[[], str]] = {
     "crf": crf_section,
     "crf_seg": crf_seg_section,
     "pipeline": pipeline_section,
     "quality": quality_section,
+    "scale": scale_section,
 }
 
 
