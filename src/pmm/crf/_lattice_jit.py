@@ -289,16 +289,8 @@ def build_lattice(features: np.ndarray):
 @nb.njit(**_JIT)
 def splat(offsets, weights, values, rows, num_vertices):
     """(M + 1) x C lattice values of the pixels ``rows`` (N' indices) with values ``values`` (N' x C)."""
-    k = offsets.shape[1]
-    c = values.shape[1]
-    out = np.zeros((num_vertices + 1, c), dtype=values.dtype)
-    for t in range(rows.shape[0]):
-        p = rows[t]
-        for r in range(k):
-            o = offsets[p, r]
-            w = weights[p, r]
-            for ch in range(c):
-                out[o, ch] += w * values[t, ch]
+    out = np.zeros((num_vertices + 1, values.shape[1]), dtype=values.dtype)
+    splat_rows_labels(offsets, weights, rows, values, out)
     return out
 
 
@@ -318,21 +310,26 @@ def splat_all(offsets, weights, values, num_vertices):
 
 
 @nb.njit(**_JIT)
-def blur(values, neighbours):
-    """The ``[1/2, 1, 1/2]`` blur along the d + 1 lattice axes of (M + 1) x C values (row M stays 0)."""
+def blur_into(current, other, neighbours):
+    """The ``[1/2, 1, 1/2]`` blur along the d + 1 lattice axes of (M + 1) x C values, ping-ponging
+    between ``current`` (the input, overwritten) and ``other``; returns the one holding the result."""
     axes, _, m = neighbours.shape
-    c = values.shape[1]
-    current = values.copy()
-    scratch = np.zeros_like(values)
-    half = values.dtype.type(0.5)
+    c = current.shape[1]
+    half = current.dtype.type(0.5)
     for j in range(axes):
         for v in range(m):
             a = neighbours[j, 0, v]
             b = neighbours[j, 1, v]
             for ch in range(c):
-                scratch[v, ch] = current[v, ch] + half * (current[a, ch] + current[b, ch])
-        current, scratch = scratch, current
+                other[v, ch] = current[v, ch] + half * (current[a, ch] + current[b, ch])
+        current, other = other, current
     return current
+
+
+@nb.njit(**_JIT)
+def blur(values, neighbours):
+    """The ``[1/2, 1, 1/2]`` blur along the d + 1 lattice axes of (M + 1) x C values (row M stays 0)."""
+    return blur_into(values.copy(), np.zeros_like(values), neighbours)
 
 
 @nb.njit(**_JIT)
@@ -368,61 +365,6 @@ def kernel_norm(offsets, weights, neighbours, num_vertices, alpha):
             s += weights[p, r] * blurred[offsets[p, r], 0]
         norm[p] = np.float32(1.0 / math.sqrt(float(s * alpha) + 1e-20))
     return norm
-
-
-@nb.njit(**_JIT)
-def sparse_blur_add(delta_vertices, delta_values, neighbours, target, touched_mark, scratch_a, scratch_b):
-    """``target += blur(delta)`` for a delta that is non-zero only at ``delta_vertices`` (float64).
-
-    The blur is linear and, along an axis, each vertex spreads half its value to its two neighbours
-    (the neighbour relation is symmetric), so a sparse delta is blurred by scattering over the
-    vertices it has reached so far. ``touched_mark`` (M + 1 int32, all -1) and the scratch rows
-    (M + 1 float64, all 0) are returned clean.
-    """
-    axes, _, m = neighbours.shape
-    cur_list = np.empty(delta_vertices.shape[0] * 3 ** axes if delta_vertices.shape[0] * 3 ** axes < m else m,
-                        dtype=np.int32)
-    count = 0
-    for t in range(delta_vertices.shape[0]):
-        v = delta_vertices[t]
-        if touched_mark[v] < 0:
-            touched_mark[v] = 0
-            cur_list[count] = v
-            count += 1
-        scratch_a[v] += delta_values[t]
-    cur, nxt = scratch_a, scratch_b
-    for j in range(axes):
-        stamp = j + 1
-        start_count = count
-        for t in range(start_count):
-            v = cur_list[t]
-            val = cur[v]
-            if val == 0.0:
-                continue
-            nxt[v] += val
-            half = 0.5 * val
-            for side in range(2):
-                u = neighbours[j, side, v]
-                if u == m:
-                    continue
-                nxt[u] += half
-                if touched_mark[u] < 0:
-                    touched_mark[u] = stamp
-                    if count == cur_list.shape[0]:
-                        grown = np.empty(min(2 * count, m), dtype=np.int32)
-                        grown[:count] = cur_list[:count]
-                        cur_list = grown
-                    cur_list[count] = u
-                    count += 1
-        for t in range(start_count):
-            cur[cur_list[t]] = 0.0
-        cur, nxt = nxt, cur
-    for t in range(count):
-        v = cur_list[t]
-        target[v] += cur[v]
-        cur[v] = 0.0
-        touched_mark[v] = -1
-    return count
 
 
 @nb.njit(**_JIT)
@@ -556,34 +498,6 @@ def filter_rows_labels(offsets, weights, neighbours, frozen, rows, values, facto
     ``frozen``: the (M + 1) x C lattice values of the pixels not in ``rows``; ``work`` and ``scratch``:
     (M + 1) x C buffers whose row M is zero (reused across iterations, no allocation).
     """
-    axes, _, m = neighbours.shape
-    k = offsets.shape[1]
-    c = values.shape[1]
     work[:] = frozen
-    for t in range(rows.shape[0]):
-        p = rows[t]
-        for r in range(k):
-            o = offsets[p, r]
-            w = weights[p, r]
-            for ch in range(c):
-                work[o, ch] += w * values[t, ch]
-    current, other = work, scratch
-    half = np.float32(0.5)
-    for j in range(axes):
-        for v in range(m):
-            a = neighbours[j, 0, v]
-            b = neighbours[j, 1, v]
-            for ch in range(c):
-                other[v, ch] = current[v, ch] + half * (current[a, ch] + current[b, ch])
-        current, other = other, current
-    out = np.zeros((rows.shape[0], c), dtype=np.float32)
-    for t in range(rows.shape[0]):
-        p = rows[t]
-        for r in range(k):
-            o = offsets[p, r]
-            w = weights[p, r]
-            for ch in range(c):
-                out[t, ch] += w * current[o, ch]
-        for ch in range(c):
-            out[t, ch] *= factor
-    return out
+    splat_rows_labels(offsets, weights, rows, values, work)
+    return slice_rows_labels(offsets, weights, blur_into(work, scratch, neighbours), rows, factor)

@@ -85,7 +85,8 @@ class SegModule(pl.LightningModule):
             crf = CRFParams.from_config(val_protocols["crf"], "crf.seg")
             self._val_plan = plan_protocols(TTAConfig.from_config(val_tta), bool(val_crf), crf,
                                             val_protocols["ms_scales"], val_protocols["protocols"])
-        others = [name for name in (self._val_plan.wanted if self._val_plan else ()) if name != self._val_plan.headline]
+        plan = self._val_plan
+        others = [name for name in plan.wanted if name != plan.headline] if plan else []
         self.val_protocol_confusions = torch.nn.ModuleDict(
             {name: MulticlassConfusionMatrix(self.num_classes, ignore_index=255) for name in others})
         # The weights every cyclic round restarts from (``cyclic.reinit``): captured when the module is
