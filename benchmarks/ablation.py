@@ -3,7 +3,7 @@
     python benchmarks/ablation.py                                   # embedded + shapes, seeds 0 1 2 (hours)
     python benchmarks/ablation.py --datasets shapes --seeds 0 --work /tmp/abl
     python benchmarks/ablation.py --quick --seeds 0 --work /tmp/ablation_quick   # minutes: checks the script
-    python benchmarks/ablation.py --extra crf.pseudo.backend=pydensecrf         # passed to every run
+    python benchmarks/ablation.py --extra crf.pseudo.backend=pydensecrf         # passed to every run (this one: pmm[pydensecrf])
 
 For every dataset and seed it runs ``python -m pmm.run`` subprocesses, each in its own
 ``hydra.run.dir`` under ``--work``:

@@ -12,11 +12,20 @@ photos' ground truth (:func:`segmenter_logits`) or, with ``--seg-run RUN_DIR``, 
 images with its trained segmenter's softmax: CPU seconds per image, arg-max agreement with
 pydensecrf, mIoU before and after the CRF.
 
+Third section (``--only rough``): the multi-crop round's rough masks (``crf.rough`` of the shipped
+config, one CRF over ``[(1 - max S) ** 24, S]`` per photo) on the same photos and CAMs: agreement of
+the arg-max maps and of the "marginal > 0.9" maps with pydensecrf, mIoU.
+
+Every section measures against ``crf backend=pydensecrf``, the exact reference loop, so this script
+needs the optional extra: ``pip install "pmm[pydensecrf]"`` (included in ``.[dev]``). Without it
+the script stops with that line, and ``run_all.py`` leaves its sections out.
+
     python benchmarks/bench_crf.py                 # markdown to stdout
     python benchmarks/bench_crf.py --profile       # plus where pydensecrf spends its time
     python benchmarks/bench_crf.py --backends pydensecrf fast
     python benchmarks/bench_crf.py --only seg --repeats 3
     python benchmarks/bench_crf.py --only seg --seg-run outputs/my_run --seg-images 50
+    python benchmarks/bench_crf.py --only rough --backends fast
 
 ``benchmarks/run_all.py`` calls :func:`section` and :func:`seg_section` for ``benchmarks/RESULTS.md``.
 """
@@ -36,6 +45,22 @@ VOC_SAMPLES = ROOT.parent / "shared" / "data" / "voc_samples"
 REFERENCE = "pydensecrf"
 DEFAULT_BACKENDS = ("pydensecrf", "fast", "torch")
 NUM_CLASSES = 21
+ROUGH_ALPHA = 24.0  # cam.multi_crop.rough_alpha
+ROUGH_CONFIDENCE = 0.9  # cam.multi_crop.rough_confidence of the seam_multicrop preset
+
+
+class ReferenceMissing(RuntimeError):
+    """The exact reference (crf backend=pydensecrf) cannot run here; the message says what to install."""
+
+
+def require_reference() -> None:
+    """Raise :class:`ReferenceMissing` when pydensecrf2 (the ``pmm[pydensecrf]`` extra) is not importable."""
+    from pmm.crf.pydensecrf_backend import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is not None:
+        raise ReferenceMissing(f"bench_crf.py measures every backend against crf backend=pydensecrf, the exact "
+                               f"reference loop: {reason}; pip install \"pmm[pydensecrf]\" (included in .[dev])")
 
 
 def gt_cams(mask: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -224,6 +249,77 @@ def seg_section_lines(images: list[np.ndarray], masks: list[np.ndarray], probs: 
     return lines
 
 
+def rough_settings():
+    """``crf.rough`` of the shipped config (``src/pmm/conf/crf/default.yaml``): what the multi-crop round runs."""
+    from omegaconf import OmegaConf
+
+    import pmm
+    from pmm.crf import CRFParams
+
+    node = OmegaConf.load(Path(pmm.__file__).parent / "conf" / "crf" / "default.yaml").rough
+    return CRFParams.from_config(OmegaConf.to_container(node), "crf.rough")
+
+
+def run_rough(samples: list[Sample], backend: str, alpha: float = ROUGH_ALPHA, confidence: float = ROUGH_CONFIDENCE,
+              repeats: int = 1) -> tuple[Run, list[np.ndarray]]:
+    """The multi-crop round's rough masks with one backend, as the stage makes them (one CRF over
+    ``[(1 - max S) ** alpha, S]``, ``pmm.pseudo``'s): (arg-max maps with the fastest of ``repeats``
+    passes' times, the "marginal > confidence" maps with 255 elsewhere)."""
+    from pmm.pseudo.ppmg import _multi_label_crf
+
+    params = rough_settings().with_backend(backend)
+
+    def one(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+        q, lut = _multi_label_crf(sample.image, sample.cams, sample.labels, alpha, params)
+        best = q.argmax(axis=0)
+        return lut[best], np.where(q.max(axis=0) > confidence, lut[best], np.uint8(255)).astype(np.uint8)
+
+    one(samples[0])  # warm-up: imports, compiled code
+    best = None
+    for _ in range(max(1, repeats)):
+        out, cpu, wall = _timed(lambda: [one(s) for s in samples])
+        if best is None or cpu < best[0].cpu_s:
+            best = (Run(backend, cpu, wall, [a for a, _ in out]), [b for _, b in out])
+    return best
+
+
+def rough_section(backends=("fast",), repeats: int = 1, threads: int = 1) -> str:
+    """The markdown section "Dense CRF: rough masks" (the multi-crop round's ``crf.rough``)."""
+    require_reference()
+    _limit_threads(threads)
+    samples = load_samples()
+    n = len(samples)
+    labels = [len(s.labels) + 1 for s in samples]
+    before = score(samples, [np.concatenate([[0], s.labels]).astype(np.uint8)[
+        np.concatenate([((1 - s.cams.max(axis=0)) ** ROUGH_ALPHA)[None], s.cams]).argmax(axis=0)] for s in samples])
+    runs = {b: run_rough(samples, b, repeats=repeats) for b in dict.fromkeys([REFERENCE, *backends])}
+    reference, reference_sure = runs[REFERENCE]
+    ref_miou = score(samples, reference.maps)
+    params = rough_settings()
+    lines = [
+        "## Dense CRF: rough masks",
+        "",
+        f"The multi-crop round's rough masks (`crf.rough`: Gaussian {params.gauss_sxy:g}/{params.gauss_compat:g}, "
+        f"bilateral {params.bilateral_sxy:g}/{params.bilateral_srgb:g}/{params.bilateral_compat:g}, "
+        f"{params.iterations} iterations) on the {n} voc_samples photos (513 x 513) with CAMs from the ground "
+        f"truth: one CRF over `[(1 - max S) ** {ROUGH_ALPHA:g}, S]` per photo ({min(labels)}-{max(labels)} labels). "
+        f"mIoU before the CRF (arg-max of those scores): {before:.4f}. agreement = share of pixels whose "
+        f"arg-max label equals the reference loop's; sure-map agreement: the same for the maps of labels "
+        f"whose marginal exceeds {ROUGH_CONFIDENCE:g}, 255 elsewhere. CPU s = process CPU seconds "
+        f"(fastest of {max(1, repeats)} passes), threads: {threads}.",
+        "",
+        "| backend | CPU s / image | speed-up per core | agreement | mIoU | ΔmIoU | sure-map agreement | unsure pixels |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run, sure in runs.values():
+        miou = score(samples, run.maps)
+        unsure = np.mean([(m == 255).mean() for m in sure])
+        lines.append(f"| {run.backend} | {run.cpu_s / n:.3f} | {reference.cpu_s / run.cpu_s:.2f}x | "
+                     f"{100 * agreement(run.maps, reference.maps):.3f} % | {miou:.4f} | {miou - ref_miou:+.4f} | "
+                     f"{100 * agreement(sure, reference_sure):.3f} % | {100 * unsure:.2f} % |")
+    return "\n".join(lines) + "\n"
+
+
 def voc_sample_softmaxes(samples: list[Sample]) -> list[np.ndarray]:
     return [segmenter_softmax(s.mask, seed=i) for i, s in enumerate(samples)]
 
@@ -284,6 +380,7 @@ def section(backends=DEFAULT_BACKENDS, repeats: int = 1, profile: bool = True, t
     """The markdown section "Dense CRF / PPMG" of RESULTS.md."""
     import torch
 
+    require_reference()
     _limit_threads(threads)
     samples = load_samples()
     best_t, alpha = calibrated_alpha(samples)
@@ -354,6 +451,7 @@ def seg_section(backends=DEFAULT_BACKENDS, repeats: int = 1, images: int = 14, t
     ``run_dir``: take the softmaxes of that pmm run's trained segmenter on its val images instead of
     the voc_samples photos' made-up ones (:func:`run_softmaxes`).
     """
+    require_reference()
     _limit_threads(threads)
     torch_backend = None
     if "torch" in backends:
@@ -430,16 +528,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", nargs="+", default=list(DEFAULT_BACKENDS))
     parser.add_argument("--repeats", type=int, default=1, help="timing passes per backend (the fastest is kept)")
     parser.add_argument("--profile", action="store_true", help="also split the reference's time into stages")
-    parser.add_argument("--only", choices=("ppmg", "seg"), help="one section (default: both)")
+    parser.add_argument("--only", choices=("ppmg", "seg", "rough"), help="one section (default: all three)")
     parser.add_argument("--seg-images", type=int, default=14, help="images for the segmentation-stage section")
     parser.add_argument("--seg-run", metavar="RUN_DIR",
                         help="segmentation section on that run's val images and its segmenter's softmax")
     parser.add_argument("--threads", type=int, default=1, help="torch / OpenCV / numba threads")
     args = parser.parse_args(argv)
-    if args.only != "seg":
+    try:
+        require_reference()
+    except ReferenceMissing as error:
+        print(f"bench_crf: error: {error}", file=sys.stderr)
+        return 2
+    if args.only in (None, "ppmg"):
         print(section(args.backends, args.repeats, args.profile, args.threads))
-    if args.only != "ppmg":
+    if args.only in (None, "seg"):
         print(seg_section(args.backends, args.repeats, args.seg_images, args.threads, args.seg_run))
+    if args.only in (None, "rough"):
+        print(rough_section([b for b in args.backends if b != REFERENCE], args.repeats, args.threads))
     return 0
 
 

@@ -3,6 +3,7 @@
 Speed lives in benchmarks/bench_crf.py (benchmarks/RESULTS.md); here: pixel agreement and mIoU of
 PPMG label maps on the 14 voc_samples photos with CAMs made from the ground truth, the exactness of
 the compiled permutohedral lattice (against densecrf's algorithm written plainly), and the torch backend under both CRF settings.
+The comparisons with pydensecrf carry the ``pydensecrf`` marker (the optional extra ``pmm[pydensecrf]``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pmm.pseudo.ppmg import alpha_from_threshold, ppmg
 from test_pseudo import gt_cams  # CAMs made from the ground truth (also benchmarks/bench_crf.py's)
 
 ALPHA = alpha_from_threshold(0.14)  # these CAMs' best arg-max threshold (benchmarks/bench_crf.py)
+REFERENCE = PSEUDO_CRF.with_backend("pydensecrf")
+SEG_REFERENCE = SEG_CRF.with_backend("pydensecrf")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +37,7 @@ def photos(voc_samples):
 
 @pytest.fixture(scope="module")
 def reference_maps(photos):
-    return [ppmg(image, cams, labels, alpha=ALPHA) for image, _, cams, labels in photos]
+    return [ppmg(image, cams, labels, alpha=ALPHA, crf=REFERENCE) for image, _, cams, labels in photos]
 
 
 def _miou(photos, maps) -> float:
@@ -50,6 +53,7 @@ def test_backends_are_registered():
     assert {"pydensecrf", "fast", "torch"} <= set(CRF_BACKENDS)
 
 
+@pytest.mark.pydensecrf
 def test_fast_ppmg_agrees_with_the_reference_loop_on_voc_samples(photos, reference_maps):
     params = PSEUDO_CRF.with_backend("fast")
     maps = [ppmg(image, cams, labels, alpha=ALPHA, crf=params) for image, _, cams, labels in photos]
@@ -59,6 +63,7 @@ def test_fast_ppmg_agrees_with_the_reference_loop_on_voc_samples(photos, referen
     assert fast_miou >= ref_miou - 0.005, (fast_miou, ref_miou)
 
 
+@pytest.mark.pydensecrf
 def test_fast_path_without_shortcuts_reproduces_pydensecrf_marginals(photos):
     """Without its two shortcuts (grid Gaussian, frozen pixels) the fast path is pydensecrf's arithmetic."""
     from pmm.crf.fast_backend import FastBackend
@@ -190,6 +195,7 @@ def _seg_softmax(mask: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
     return probs / probs.sum(axis=0), classes
 
 
+@pytest.mark.pydensecrf
 @pytest.mark.parametrize("index", [13])
 def test_torch_backend_agrees_with_pydensecrf_under_both_settings(photos, reference_maps, index):
     import torch
@@ -203,7 +209,7 @@ def test_torch_backend_agrees_with_pydensecrf_under_both_settings(photos, refere
 
         probs, classes = _seg_softmax(mask, labels, seed=index)
         q_torch = dense_crf(image, probs, SEG_CRF.with_backend("torch"))
-        q_ref = dense_crf(image, probs, SEG_CRF)
+        q_ref = dense_crf(image, probs, SEG_REFERENCE)
         np.testing.assert_allclose(q_torch.sum(axis=0), 1.0, atol=1e-4)
         seg_torch, seg_ref = classes[q_torch.argmax(0)], classes[q_ref.argmax(0)]
         assert (seg_torch == seg_ref).mean() >= 0.98

@@ -274,12 +274,14 @@ def test_ppmg_beats_best_threshold_cam_argmax_on_voc_samples(voc_split):
     assert ppmg_miou >= best_argmax + 0.03, (best_t, best_argmax, alpha, ppmg_miou)
 
 
-def test_pydensecrf_backend_is_deterministic_on_a_real_photo(voc_split):
+@pytest.mark.parametrize("backend", ["fast", pytest.param("pydensecrf", marks=pytest.mark.pydensecrf)])
+def test_crf_backend_is_deterministic_on_a_real_photo(voc_split, backend):
     image, _, cams, labels = voc_split[13]  # two overlapping classes (motorbike, person)
+    crf = CRFParams(backend=backend)
     s = cov_smooth(cams)
     probs = np.stack([(1 - s[0]) ** 11, s[0]])
-    np.testing.assert_array_equal(dense_crf(image, probs), dense_crf(image, probs))
-    np.testing.assert_array_equal(ppmg(image, cams, labels), ppmg(image, cams, labels))
+    np.testing.assert_array_equal(dense_crf(image, probs, crf), dense_crf(image, probs, crf))
+    np.testing.assert_array_equal(ppmg(image, cams, labels, crf=crf), ppmg(image, cams, labels, crf=crf))
 
 
 def test_confident_crf_mask_is_the_crf_argmax_where_its_marginal_is_sure(voc_split):

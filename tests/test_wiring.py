@@ -18,7 +18,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 import pmm
 from pmm.crf import CRFBackend, CRFParams, dense_crf_batch, get_crf_backend, register_crf_backend
-from pmm.crf.pydensecrf_backend import PyDenseCRFBackend
+from pmm.crf.fast_backend import FastBackend
 
 CONF_DIR = Path(pmm.__file__).parent / "conf"
 CALLS: list[tuple[int, int, float]] = []  # (problems, labels, gauss_sxy) of every solve
@@ -26,11 +26,11 @@ CALLS: list[tuple[int, int, float]] = []  # (problems, labels, gauss_sxy) of eve
 
 @register_crf_backend("recording")
 class RecordingBackend(CRFBackend):
-    """The exact backend, recording what it was asked: proves a call site went through crf.*.backend."""
+    """The default backend, recording what it was asked: proves a call site went through crf.*.backend."""
 
     def solve(self, image, unaries, params):
         CALLS.append((unaries.shape[0], unaries.shape[1], params.gauss_sxy))
-        return PyDenseCRFBackend().solve(image, unaries, params)
+        return FastBackend().solve(image, unaries, params)
 
 
 def test_backend_gets_all_problems_of_one_image_in_one_call():
@@ -67,7 +67,11 @@ def compose_config(overrides: list[str]):
         return compose("config", overrides=overrides, return_hydra_config=True)
 
 
-def test_the_two_crf_settings_are_the_reference_ones():
+def test_the_three_crf_settings_are_the_reference_ones_on_the_default_backend():
+    """crf.pseudo, crf.seg and crf.rough: the papers' kernels, all on ``fast`` (no C++ extension needed),
+    as are the settings' and CRFParams' own defaults."""
+    from pmm.settings import Settings
+
     cfg = compose_config([])
     assert CRFParams.from_config(cfg.crf.pseudo) == CRFParams(backend="fast", iterations=10, gauss_sxy=3,
                                                               gauss_compat=10, bilateral_sxy=80, bilateral_srgb=13,
@@ -75,6 +79,11 @@ def test_the_two_crf_settings_are_the_reference_ones():
     assert CRFParams.from_config(cfg.crf.seg) == CRFParams(backend="fast", iterations=10, gauss_sxy=1,
                                                            gauss_compat=3, bilateral_sxy=67, bilateral_srgb=3,
                                                            bilateral_compat=4)
+    assert CRFParams.from_config(cfg.crf.rough) == CRFParams(backend="fast", iterations=10, gauss_sxy=3,
+                                                             gauss_compat=3, bilateral_sxy=80, bilateral_srgb=13,
+                                                             bilateral_compat=10)
+    assert CRFParams().backend == "fast"
+    assert Settings().crf == {name: CRFParams.from_config(cfg.crf[name]) for name in ("pseudo", "seg", "rough")}
 
 
 @pytest.mark.slow

@@ -519,13 +519,16 @@ def _check_backend(key: str, backend: Any) -> None:
         return
     if CRF_BACKENDS and backend not in CRF_BACKENDS:
         raise _fail(key, backend, f"one of {'|'.join(sorted(CRF_BACKENDS))} or a dotted class path")
+    if backend == "pydensecrf":  # an optional extra: say so now, not when the first CRF runs
+        from pmm.crf.pydensecrf_backend import check_available
+
+        check_available(key)
 
 
 def _default_crf() -> dict[str, CRFParams]:
     from pmm.crf.base import SEG_CRF
 
-    return {"pseudo": CRFParams(backend="fast"), "seg": replace(SEG_CRF, backend="fast"),
-            "rough": CRFParams(gauss_compat=3.0)}
+    return {"pseudo": CRFParams(), "seg": SEG_CRF, "rough": CRFParams(gauss_compat=3.0)}
 
 
 @dataclass(frozen=True)

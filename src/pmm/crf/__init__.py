@@ -45,6 +45,7 @@ def get_crf_backend(name: str) -> CRFBackend:
 
     Raises:
         ValueError: unknown name, naming the registered ones.
+        PmmError: ``pydensecrf`` without pydensecrf2 installed (the optional extra ``pmm[pydensecrf]``).
     """
     _load_builtin_backends()
     if name in CRF_BACKENDS:

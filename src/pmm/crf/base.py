@@ -24,14 +24,15 @@ class CRFParams:
 
     Attributes:
         backend: a registered backend name (:data:`CRF_BACKENDS`) or a dotted path to a
-            :class:`CRFBackend` subclass.
+            :class:`CRFBackend` subclass. ``fast`` (numba, no C++ build) by default; ``pydensecrf``,
+            the exact reference, needs the optional extra ``pmm[pydensecrf]``.
         iterations: mean-field iterations.
         gauss_sxy, gauss_compat: spatial std (pixels) and Potts weight of the smoothness kernel.
         bilateral_sxy, bilateral_srgb, bilateral_compat: spatial std, colour std and Potts weight
             of the appearance kernel.
     """
 
-    backend: str = "pydensecrf"
+    backend: str = "fast"
     iterations: int = 10
     gauss_sxy: float = 3.0
     gauss_compat: float = 10.0

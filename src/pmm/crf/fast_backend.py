@@ -21,7 +21,8 @@ shared:
 - pixels that are saturated after the first iteration are frozen: their splat is kept in lattice
   space and only the remaining pixels are splatted and sliced. Two labels: logit past +-12 (Q
   within 6e-6 of 0 or 1, about 5-15 % of PPMG's pixels stay); L labels: top logit 6 above the
-  log-sum-exp of the others (max Q above 1 - 2.5e-3; on a segmenter's softmax 5-30 % stay);
+  log-sum-exp of the others (max Q above 1 - 2.5e-3; on a segmenter's softmax 5-30 % stay), a
+  margin that grows with the kernels' total Potts weight past the segmentation stage's;
 - the spatial kernel is an exact separable Gaussian convolution (OpenCV) over the window of the
   active pixels, all channels at once; pydensecrf's 2-d lattice approximates that Gaussian
   (impulse-response std 2.9-3.1 px for sxy = 3, 0.95-1.02 px with a centre weight 0.135-0.162
@@ -239,8 +240,12 @@ FREEZE_LOGIT = 12.0
 # logit beats the log-sum-exp of the others by this much (max Q above 1 - 2.5e-3). Lower than the
 # two-label value because the full-lattice blur stays per iteration, so only the splat and slice
 # shrink; on segmenter-like softmaxes of the voc_samples photos 6 changes 0.0003 % of pixels more
-# than exact iteration (docs/benchmarks.md).
+# than exact iteration (docs/benchmarks.md). That value holds for kernels of total Potts weight up to
+# LABEL_FREEZE_WEIGHT (the segmentation stage's 3 + 4); heavier kernels move a logit further after
+# the first iteration, so the threshold grows in proportion (the multi-crop round's rough masks,
+# 3 + 10: 11.1; at 6 they lost 0.2 % of pixels to freezing, docs/benchmarks.md).
 LABEL_FREEZE_LOGIT = 6.0
+LABEL_FREEZE_WEIGHT = 7.0
 # Later iterations freeze their saturated pixels only when they are at least this share of the active ones.
 FREEZE_BATCH = 0.1
 
@@ -299,6 +304,15 @@ def binary_mean_field(kernels: list, unaries: np.ndarray, iterations: int,
                     kernel.freeze(state, done, q_active)
                 active = active[~done]
     return q.T
+
+
+def label_freeze_threshold(freeze_logit: float | None, params: CRFParams) -> float | None:
+    """The multi-label freezing threshold for these kernels: ``freeze_logit`` scaled by their total
+    Potts weight over :data:`LABEL_FREEZE_WEIGHT`, never below ``freeze_logit`` (None: no freezing)."""
+    if freeze_logit is None:
+        return None
+    weight = float(params.gauss_compat) + float(params.bilateral_compat)
+    return float(freeze_logit) * max(1.0, weight / LABEL_FREEZE_WEIGHT)
 
 
 def multi_label_mean_field(kernels: list, unaries: np.ndarray, iterations: int,
@@ -370,7 +384,9 @@ class FastBackend(CRFBackend):
 
     grid_gaussian = True
     freeze_logit: float | None = FREEZE_LOGIT  # two-label problems
-    label_freeze_logit: float | None = LABEL_FREEZE_LOGIT  # problems with three labels or more
+    # Problems with three labels or more, at kernels of total weight up to LABEL_FREEZE_WEIGHT
+    # (label_freeze_threshold scales it for heavier ones).
+    label_freeze_logit: float | None = LABEL_FREEZE_LOGIT
 
     def solve(self, image: np.ndarray, unaries: np.ndarray, params: CRFParams) -> np.ndarray:
         num_problems, num_labels, height, width = unaries.shape
@@ -383,5 +399,6 @@ class FastBackend(CRFBackend):
             return np.stack([1.0 - fg, fg], axis=1).astype(np.float32)
         kernels = _image_kernels(image, params, self.grid_gaussian)
         flat = unaries.reshape(num_problems, num_labels, height * width)
-        q = [multi_label_mean_field(kernels, unary, int(params.iterations), self.label_freeze_logit) for unary in flat]
+        freeze = label_freeze_threshold(self.label_freeze_logit, params)
+        q = [multi_label_mean_field(kernels, unary, int(params.iterations), freeze) for unary in flat]
         return np.stack([marginals.T.reshape(num_labels, height, width) for marginals in q]).astype(np.float32)
