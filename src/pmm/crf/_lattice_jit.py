@@ -238,6 +238,26 @@ def _merge_neighbours(sorted_codes, deltas):
     return neighbours
 
 
+def sort_order(codes: np.ndarray) -> np.ndarray:
+    """An order that sorts the non-negative int64 ``codes`` (ties in any order).
+
+    When the codes leave room, each is shifted up and its index packed into the low bits: a plain
+    ``np.sort`` of those (SIMD sorting networks) is 3-4x faster than ``np.argsort``, and the low bits
+    are the order. The callers only group equal codes, so how ties are ordered does not matter.
+    """
+    n = codes.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    index_bits = max(int(n - 1).bit_length(), 1)
+    if int(codes.max()) < (1 << (63 - index_bits)):
+        packed = np.left_shift(codes, index_bits)
+        packed |= np.arange(n, dtype=np.int64)
+        packed.sort()
+        packed &= (1 << index_bits) - 1
+        return packed
+    return np.argsort(codes, kind="quicksort")
+
+
 def connect(rem0, rank, lo, key_lo, key_mult, simplex_mult):
     """Pass 2 of the lattice: vertex indices of each feature's simplex, and the blur neighbours.
 
@@ -250,9 +270,9 @@ def connect(rem0, rank, lo, key_lo, key_mult, simplex_mult):
     """
     d = rem0.shape[1]
     codes = _simplex_codes(rem0, rank, lo, simplex_mult)
-    simplex_of, representative = _distinct_simplices(codes, np.argsort(codes, kind="quicksort"))
+    simplex_of, representative = _distinct_simplices(codes, sort_order(codes))
     corner_codes = _simplex_vertex_codes(rem0, rank, representative, key_lo, key_mult)
-    vertex_of, vertex_codes = _distinct_vertices(corner_codes, np.argsort(corner_codes, kind="quicksort"))
+    vertex_of, vertex_codes = _distinct_vertices(corner_codes, sort_order(corner_codes))
     offsets = _feature_offsets(simplex_of, vertex_of, d)
     # Along axis j: key - 1 except key[j] + d, and key + 1 except key[j] - d (j < d); along the
     # implied axis d every coordinate moves by one. The margin in key_lo keeps codes in range.
