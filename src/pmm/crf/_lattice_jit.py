@@ -26,6 +26,10 @@ import numpy as np
 _JIT = dict(cache=True, nogil=True)
 
 
+# Features per block of the locate pass: its working arrays (a few (d + 1) x block rows) stay in L1.
+_LOCATE_BLOCK = 512
+
+
 @nb.njit(**_JIT)
 def locate(features):
     """Pass 1 of the lattice: per feature, the remainder-0 point (in units of d + 1), ranks, weights.
@@ -34,6 +38,13 @@ def locate(features):
     int8, weights N x (d + 1) float32, lo d int32, hi d int32)`` with lo/hi the range of rem0 / (d + 1);
     the last coordinate of each is implied (the point lies on the hyperplane sum = 0, ranks are a
     permutation).
+
+    The features are processed a block at a time, coordinate-major (one coordinate of every feature
+    of the block, then the next), so that each step is a branch-free loop over the block's features
+    that the compiler turns into SIMD code; the arithmetic, and its float32 rounding, is densecrf's
+    per-feature code unchanged. Its scatter ``barycentric[d - rank[i]] += v_i`` is written as a gather
+    of ``v`` by rank, which adds the same two numbers per slot (each slot gets exactly one ``+v`` and
+    one ``-v``, and ``0 + a - b`` rounds as ``0 - b + a``).
     """
     n, d = features.shape
     f32 = np.float32
@@ -43,67 +54,105 @@ def locate(features):
         scale[i] = f32(1.0 / math.sqrt((i + 2) * (i + 1)) * inv_std_dev)
     down_factor = f32(1.0) / f32(d + 1)
     up_factor = f32(d + 1)
+    one = f32(1.0)
     rem0_out = np.empty((n, d), dtype=np.int32)
     rank_out = np.empty((n, d), dtype=np.int8)
     weights = np.empty((n, d + 1), dtype=np.float32)
     lo = np.full(d, 2**30, dtype=np.int32)
     hi = np.full(d, -(2**30), dtype=np.int32)
-    elevated = np.empty(d + 1, dtype=np.float32)
-    rem0 = np.empty(d + 1, dtype=np.float32)
-    rank = np.empty(d + 1, dtype=np.int32)
-    barycentric = np.empty(d + 2, dtype=np.float32)
-    for k in range(n):
+    block = _LOCATE_BLOCK
+    coords = np.empty((d, block), dtype=np.float32)
+    elevated = np.empty((d + 1, block), dtype=np.float32)
+    rem0 = np.empty((d + 1, block), dtype=np.float32)
+    point = np.empty((d + 1, block), dtype=np.int32)  # rem0 / (d + 1), an exact integer
+    rank = np.empty((d + 1, block), dtype=np.int32)
+    rest = np.empty((d + 1, block), dtype=np.float32)
+    by_rank = np.empty((d + 1, block), dtype=np.float32)
+    tile = np.empty((d + 1, block), dtype=np.float32)
+    sm = np.empty(block, dtype=np.float32)
+    shift = np.empty(block, dtype=np.int32)
+    for begin in range(0, n, block):
+        size = min(block, n - begin)
+        for t in range(size):
+            for j in range(d):
+                coords[j, t] = features[begin + t, j]
         # Elevate onto the hyperplane sum(x) = 0 of R^(d+1).
-        sm = f32(0.0)
+        for t in range(size):
+            sm[t] = 0.0
         for j in range(d, 0, -1):
-            cf = features[k, j - 1] * scale[j - 1]
-            elevated[j] = sm - f32(j) * cf
-            sm += cf
-        elevated[0] = sm
-        # The closest remainder-0 point, coordinate by coordinate (ties round down).
-        total = f32(0.0)
+            sj = scale[j - 1]
+            fj = f32(j)
+            for t in range(size):
+                cf = coords[j - 1, t] * sj
+                elevated[j, t] = sm[t] - fj * cf
+                sm[t] += cf
+        for t in range(size):
+            elevated[0, t] = sm[t]
+            shift[t] = 0
+        # The closest remainder-0 point, coordinate by coordinate (ties round down). Its coordinates
+        # are small multiples of d + 1, exact in float32, so their sum over d + 1 (densecrf's
+        # float32 sum, then an integer division) is the integer sum of rem0 / (d + 1).
         for i in range(d + 1):
-            e = elevated[i]
-            down = np.floor(down_factor * e)
-            up = np.ceil(down_factor * e)
-            r = up * up_factor if up * up_factor - e < e - down * up_factor else down * up_factor
-            rem0[i] = r
-            total += r
-        shift = np.int32(total) // (d + 1)
-        # The enclosing simplex: rank of each coordinate's remainder (branch-free pairwise counts).
+            for t in range(size):
+                e = elevated[i, t]
+                down = np.floor(down_factor * e)
+                up = np.ceil(down_factor * e)
+                pick_up = up * up_factor - e < e - down * up_factor
+                q = up if pick_up else down
+                rem0[i, t] = q * up_factor
+                point[i, t] = np.int32(q)
+                shift[t] += np.int32(q)
+        # The enclosing simplex: rank of each coordinate's remainder (pairwise counts).
         for i in range(d + 1):
-            rank[i] = shift
+            for t in range(size):
+                rest[i, t] = elevated[i, t] - rem0[i, t]
+                rank[i, t] = shift[t]
         for i in range(d):
-            di = elevated[i] - rem0[i]
             for j in range(i + 1, d + 1):
-                smaller = np.int32(di < elevated[j] - rem0[j])
-                rank[i] += smaller
-                rank[j] += 1 - smaller
+                for t in range(size):
+                    smaller = np.int32(rest[i, t] < rest[j, t])
+                    rank[i, t] += smaller
+                    rank[j, t] += 1 - smaller
         for i in range(d + 1):
-            if rank[i] < 0:
-                rank[i] += d + 1
-                rem0[i] += up_factor
-            elif rank[i] > d:
-                rank[i] -= d + 1
-                rem0[i] -= up_factor
-        # Barycentric coordinates (Adams et al. 2010, p. 10), with the wrap-around of slot d + 1.
-        for i in range(d + 2):
-            barycentric[i] = 0.0
-        for i in range(d + 1):
-            v = (elevated[i] - rem0[i]) * down_factor
-            barycentric[d - rank[i]] += v
-            barycentric[d - rank[i] + 1] -= v
-        barycentric[0] += f32(1.0) + barycentric[d + 1]
-        for r in range(d + 1):
-            weights[k, r] = barycentric[r]
+            for t in range(size):
+                rk = rank[i, t]
+                below = np.int32(rk < 0)
+                above = np.int32(rk > d)
+                rank[i, t] = rk + (d + 1) * (below - above)
+                point[i, t] += below - above
+                # densecrf adds / subtracts d + 1 to rem0 here; exact in float32.
+                rest[i, t] = (elevated[i, t] - f32(point[i, t]) * up_factor) * down_factor
+        # Barycentric coordinates (Adams et al. 2010, p. 10): slot j is v[rank d - j] - v[rank d - j + 1],
+        # slot 0 wraps around (v[rank d] + 1 - v[rank 0]).
+        for k in range(d + 1):
+            for t in range(size):
+                by_rank[k, t] = 0.0
+            for i in range(d + 1):
+                for t in range(size):
+                    if rank[i, t] == k:
+                        by_rank[k, t] = rest[i, t]
+        # Rows of the block's weights, then one transposing copy (strided stores of computed
+        # values would not vectorise).
+        for t in range(size):
+            tile[0, t] = by_rank[d, t] + (one - by_rank[0, t])
+        for j in range(1, d + 1):
+            for t in range(size):
+                tile[j, t] = by_rank[d - j, t] - by_rank[d - j + 1, t]
+        for t in range(size):
+            for j in range(d + 1):
+                weights[begin + t, j] = tile[j, t]
         for i in range(d):
-            q = np.int32(rem0[i]) // (d + 1)
-            rem0_out[k, i] = q
-            rank_out[k, i] = rank[i]
-            if q < lo[i]:
-                lo[i] = q
-            if q > hi[i]:
-                hi[i] = q
+            low = lo[i]
+            high = hi[i]
+            for t in range(size):
+                low = min(low, point[i, t])
+                high = max(high, point[i, t])
+            lo[i] = low
+            hi[i] = high
+        for t in range(size):
+            for i in range(d):
+                rem0_out[begin + t, i] = point[i, t]
+                rank_out[begin + t, i] = rank[i, t]
     return rem0_out, rank_out, weights, lo, hi
 
 
