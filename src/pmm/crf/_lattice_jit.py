@@ -436,54 +436,78 @@ def kernel_norm(offsets, weights, neighbours, num_vertices, alpha):
     return norm
 
 
+# One two-label problem's active-set iterations: one channel, the pixels' values read from the
+# problem's N marginals (no gathered copies), lattice values in float64.
+
 @nb.njit(**_JIT)
-def splat_rows(offsets, weights, rows, values, sign, out):
-    """``out += sign * splat`` of the pixels ``rows`` with ``values`` (one per row) into M + 1 float64."""
+def splat_pixels(offsets, weights, rows, q, sign, out):
+    """``out += sign * splat`` of the pixels ``rows`` with values ``q[rows]`` into M + 1 float64."""
     k = offsets.shape[1]
     for t in range(rows.shape[0]):
         p = rows[t]
-        value = sign * np.float64(values[t])
+        value = sign * np.float64(q[p])
         for r in range(k):
             out[offsets[p, r]] += weights[p, r] * value
 
 
 @nb.njit(**_JIT)
-def splat_rows_masked(offsets, weights, rows, values, mask, sign, out):
-    """``out += sign * splat`` of the rows where ``mask`` is set."""
+def splat_pixels_masked(offsets, weights, rows, q, mask, out):
+    """``out += splat`` of the pixels ``rows[mask]`` (values ``q[row]``)."""
     k = offsets.shape[1]
     for t in range(rows.shape[0]):
         if mask[t]:
             p = rows[t]
-            value = sign * np.float64(values[t])
+            value = np.float64(q[p])
             for r in range(k):
                 out[offsets[p, r]] += weights[p, r] * value
 
 
 @nb.njit(**_JIT)
-def blur_vector(values, neighbours):
-    """:func:`blur` of one channel of M + 1 float64 lattice values."""
+def add_lattice_message(x, offsets, weights, neighbours, frozen, rows, q, factor, work, scratch):
+    """``x += factor * K (frozen + splat(rows, q[rows]))`` sliced at ``rows``.
+
+    ``work`` and ``scratch``: M + 1 float64 buffers (row M of ``scratch`` zero) reused across
+    iterations; the blur ping-pongs between them.
+    """
+    work[:] = frozen
+    splat_pixels(offsets, weights, rows, q, 1.0, work)
     axes, _, m = neighbours.shape
-    current = values.copy()
-    scratch = np.zeros_like(values)
+    current, other = work, scratch
     for j in range(axes):
         for v in range(m):
-            scratch[v] = current[v] + 0.5 * (current[neighbours[j, 0, v]] + current[neighbours[j, 1, v]])
-        current, scratch = scratch, current
-    return current
-
-
-@nb.njit(**_JIT)
-def slice_rows(offsets, weights, lattice_values, rows, factor):
-    """``factor * sum_r w_r * values[offset_r]`` at the pixels ``rows`` (float32)."""
+            other[v] = current[v] + 0.5 * (current[neighbours[j, 0, v]] + current[neighbours[j, 1, v]])
+        current, other = other, current
     k = offsets.shape[1]
-    out = np.empty(rows.shape[0], dtype=np.float32)
     for t in range(rows.shape[0]):
         p = rows[t]
         s = 0.0
         for r in range(k):
-            s += weights[p, r] * lattice_values[offsets[p, r]]
-        out[t] = np.float32(factor * s)
-    return out
+            s += weights[p, r] * current[offsets[p, r]]
+        x[t] += np.float32(factor * s)
+
+
+@nb.njit(**_JIT)
+def add_window_message(x, blurred, rows, cols, top, left, norm, factor):
+    """``x += blurred[row - top, col - left] * norm[pixel] * factor`` at the active pixels (a grid kernel's slice)."""
+    for t in range(rows.shape[0]):
+        r = rows[t]
+        c = cols[t]
+        x[t] += blurred[r - top, c - left] * norm[r, c] * factor
+
+
+@nb.njit(**_JIT)
+def settle_binary(x, q, rows, limit):
+    """``q[rows] = sigmoid(x)`` (float32); returns (mask of ``|x| > limit``, its count)."""
+    one = np.float32(1.0)
+    done = np.empty(rows.shape[0], dtype=np.bool_)
+    count = 0
+    for t in range(rows.shape[0]):
+        v = x[t]
+        q[rows[t]] = one / (one + np.float32(math.exp(-v)))
+        saturated = abs(v) > limit
+        done[t] = saturated
+        count += saturated
+    return done, count
 
 
 @nb.njit(**_JIT)
