@@ -13,13 +13,18 @@ shared:
   code (``pmm.crf._lattice_jit``, numba): densecrf's ``Permutohedral`` float32 step for step
   (elevation, rounding, simplex ranks, barycentric weights, the ``[1/2, 1, 1/2]`` blur along the
   d + 1 axes, the ``1 / (1 + 2^-d)`` slice factor, symmetric normalisation), with its vertices
-  found by sorting packed keys and numbered in key order (the blur then reads in order);
+  found by sorting packed keys and numbered in key order (the blur then reads in order). Its
+  per-pixel pass runs a block of pixels at a time, one coordinate after the other, so that the
+  compiler vectorises it (SIMD), and its sorts are ``np.sort`` of the keys with the pixel index in
+  their low bits (a third of ``np.argsort``'s time); both leave the lattice bit for bit as it was;
 - with Potts compatibilities the marginals' sum to one saves a channel: a two-label problem needs
   only its foreground, ``K(1 - q) = K 1 - K q``, and an L-label problem L - 1 channels, with ``K 1``
   the image's constant; all channels (PPMG's K problems in the first iteration, or the L - 1
   labels) go through one splat / blur / slice;
 - pixels that are saturated after the first iteration are frozen: their splat is kept in lattice
-  space and only the remaining pixels are splatted and sliced. Two labels: logit past +-12 (Q
+  space and only the remaining pixels are splatted and sliced (a two-label problem's iteration is
+  a few compiled calls that add each kernel's message in place and apply the sigmoid and the
+  freezing test in one pass, reading the problem's marginals where they are). Two labels: logit past +-12 (Q
   within 6e-6 of 0 or 1, about 5-15 % of PPMG's pixels stay); L labels: top logit 6 above the
   log-sum-exp of the others (max Q above 1 - 2.5e-3; on a segmenter's softmax 5-30 % stay);
 - the spatial kernel is an exact separable Gaussian convolution (OpenCV) over the window of the
