@@ -26,6 +26,10 @@ import numpy as np
 _JIT = dict(cache=True, nogil=True)
 
 
+# Features per block of the locate pass: its working arrays (a few (d + 1) x block rows) stay in L1.
+_LOCATE_BLOCK = 512
+
+
 @nb.njit(**_JIT)
 def locate(features):
     """Pass 1 of the lattice: per feature, the remainder-0 point (in units of d + 1), ranks, weights.
@@ -34,6 +38,13 @@ def locate(features):
     int8, weights N x (d + 1) float32, lo d int32, hi d int32)`` with lo/hi the range of rem0 / (d + 1);
     the last coordinate of each is implied (the point lies on the hyperplane sum = 0, ranks are a
     permutation).
+
+    The features are processed a block at a time, coordinate-major (one coordinate of every feature
+    of the block, then the next), so that each step is a branch-free loop over the block's features
+    that the compiler turns into SIMD code; the arithmetic, and its float32 rounding, is densecrf's
+    per-feature code unchanged. Its scatter ``barycentric[d - rank[i]] += v_i`` is written as a gather
+    of ``v`` by rank, which adds the same two numbers per slot (each slot gets exactly one ``+v`` and
+    one ``-v``, and ``0 + a - b`` rounds as ``0 - b + a``).
     """
     n, d = features.shape
     f32 = np.float32
@@ -43,67 +54,105 @@ def locate(features):
         scale[i] = f32(1.0 / math.sqrt((i + 2) * (i + 1)) * inv_std_dev)
     down_factor = f32(1.0) / f32(d + 1)
     up_factor = f32(d + 1)
+    one = f32(1.0)
     rem0_out = np.empty((n, d), dtype=np.int32)
     rank_out = np.empty((n, d), dtype=np.int8)
     weights = np.empty((n, d + 1), dtype=np.float32)
     lo = np.full(d, 2**30, dtype=np.int32)
     hi = np.full(d, -(2**30), dtype=np.int32)
-    elevated = np.empty(d + 1, dtype=np.float32)
-    rem0 = np.empty(d + 1, dtype=np.float32)
-    rank = np.empty(d + 1, dtype=np.int32)
-    barycentric = np.empty(d + 2, dtype=np.float32)
-    for k in range(n):
+    block = _LOCATE_BLOCK
+    coords = np.empty((d, block), dtype=np.float32)
+    elevated = np.empty((d + 1, block), dtype=np.float32)
+    rem0 = np.empty((d + 1, block), dtype=np.float32)
+    point = np.empty((d + 1, block), dtype=np.int32)  # rem0 / (d + 1), an exact integer
+    rank = np.empty((d + 1, block), dtype=np.int32)
+    rest = np.empty((d + 1, block), dtype=np.float32)
+    by_rank = np.empty((d + 1, block), dtype=np.float32)
+    tile = np.empty((d + 1, block), dtype=np.float32)
+    sm = np.empty(block, dtype=np.float32)
+    shift = np.empty(block, dtype=np.int32)
+    for begin in range(0, n, block):
+        size = min(block, n - begin)
+        for t in range(size):
+            for j in range(d):
+                coords[j, t] = features[begin + t, j]
         # Elevate onto the hyperplane sum(x) = 0 of R^(d+1).
-        sm = f32(0.0)
+        for t in range(size):
+            sm[t] = 0.0
         for j in range(d, 0, -1):
-            cf = features[k, j - 1] * scale[j - 1]
-            elevated[j] = sm - f32(j) * cf
-            sm += cf
-        elevated[0] = sm
-        # The closest remainder-0 point, coordinate by coordinate (ties round down).
-        total = f32(0.0)
+            sj = scale[j - 1]
+            fj = f32(j)
+            for t in range(size):
+                cf = coords[j - 1, t] * sj
+                elevated[j, t] = sm[t] - fj * cf
+                sm[t] += cf
+        for t in range(size):
+            elevated[0, t] = sm[t]
+            shift[t] = 0
+        # The closest remainder-0 point, coordinate by coordinate (ties round down). Its coordinates
+        # are small multiples of d + 1, exact in float32, so their sum over d + 1 (densecrf's
+        # float32 sum, then an integer division) is the integer sum of rem0 / (d + 1).
         for i in range(d + 1):
-            e = elevated[i]
-            down = np.floor(down_factor * e)
-            up = np.ceil(down_factor * e)
-            r = up * up_factor if up * up_factor - e < e - down * up_factor else down * up_factor
-            rem0[i] = r
-            total += r
-        shift = np.int32(total) // (d + 1)
-        # The enclosing simplex: rank of each coordinate's remainder (branch-free pairwise counts).
+            for t in range(size):
+                e = elevated[i, t]
+                down = np.floor(down_factor * e)
+                up = np.ceil(down_factor * e)
+                pick_up = up * up_factor - e < e - down * up_factor
+                q = up if pick_up else down
+                rem0[i, t] = q * up_factor
+                point[i, t] = np.int32(q)
+                shift[t] += np.int32(q)
+        # The enclosing simplex: rank of each coordinate's remainder (pairwise counts).
         for i in range(d + 1):
-            rank[i] = shift
+            for t in range(size):
+                rest[i, t] = elevated[i, t] - rem0[i, t]
+                rank[i, t] = shift[t]
         for i in range(d):
-            di = elevated[i] - rem0[i]
             for j in range(i + 1, d + 1):
-                smaller = np.int32(di < elevated[j] - rem0[j])
-                rank[i] += smaller
-                rank[j] += 1 - smaller
+                for t in range(size):
+                    smaller = np.int32(rest[i, t] < rest[j, t])
+                    rank[i, t] += smaller
+                    rank[j, t] += 1 - smaller
         for i in range(d + 1):
-            if rank[i] < 0:
-                rank[i] += d + 1
-                rem0[i] += up_factor
-            elif rank[i] > d:
-                rank[i] -= d + 1
-                rem0[i] -= up_factor
-        # Barycentric coordinates (Adams et al. 2010, p. 10), with the wrap-around of slot d + 1.
-        for i in range(d + 2):
-            barycentric[i] = 0.0
-        for i in range(d + 1):
-            v = (elevated[i] - rem0[i]) * down_factor
-            barycentric[d - rank[i]] += v
-            barycentric[d - rank[i] + 1] -= v
-        barycentric[0] += f32(1.0) + barycentric[d + 1]
-        for r in range(d + 1):
-            weights[k, r] = barycentric[r]
+            for t in range(size):
+                rk = rank[i, t]
+                below = np.int32(rk < 0)
+                above = np.int32(rk > d)
+                rank[i, t] = rk + (d + 1) * (below - above)
+                point[i, t] += below - above
+                # densecrf adds / subtracts d + 1 to rem0 here; exact in float32.
+                rest[i, t] = (elevated[i, t] - f32(point[i, t]) * up_factor) * down_factor
+        # Barycentric coordinates (Adams et al. 2010, p. 10): slot j is v[rank d - j] - v[rank d - j + 1],
+        # slot 0 wraps around (v[rank d] + 1 - v[rank 0]).
+        for k in range(d + 1):
+            for t in range(size):
+                by_rank[k, t] = 0.0
+            for i in range(d + 1):
+                for t in range(size):
+                    if rank[i, t] == k:
+                        by_rank[k, t] = rest[i, t]
+        # Rows of the block's weights, then one transposing copy (strided stores of computed
+        # values would not vectorise).
+        for t in range(size):
+            tile[0, t] = by_rank[d, t] + (one - by_rank[0, t])
+        for j in range(1, d + 1):
+            for t in range(size):
+                tile[j, t] = by_rank[d - j, t] - by_rank[d - j + 1, t]
+        for t in range(size):
+            for j in range(d + 1):
+                weights[begin + t, j] = tile[j, t]
         for i in range(d):
-            q = np.int32(rem0[i]) // (d + 1)
-            rem0_out[k, i] = q
-            rank_out[k, i] = rank[i]
-            if q < lo[i]:
-                lo[i] = q
-            if q > hi[i]:
-                hi[i] = q
+            low = lo[i]
+            high = hi[i]
+            for t in range(size):
+                low = min(low, point[i, t])
+                high = max(high, point[i, t])
+            lo[i] = low
+            hi[i] = high
+        for t in range(size):
+            for i in range(d):
+                rem0_out[begin + t, i] = point[i, t]
+                rank_out[begin + t, i] = rank[i, t]
     return rem0_out, rank_out, weights, lo, hi
 
 
@@ -238,6 +287,26 @@ def _merge_neighbours(sorted_codes, deltas):
     return neighbours
 
 
+def sort_order(codes: np.ndarray) -> np.ndarray:
+    """An order that sorts the non-negative int64 ``codes`` (ties in any order).
+
+    When the codes leave room, each is shifted up and its index packed into the low bits: a plain
+    ``np.sort`` of those (SIMD sorting networks) is 3-4x faster than ``np.argsort``, and the low bits
+    are the order. The callers only group equal codes, so how ties are ordered does not matter.
+    """
+    n = codes.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    index_bits = max(int(n - 1).bit_length(), 1)
+    if int(codes.max()) < (1 << (63 - index_bits)):
+        packed = np.left_shift(codes, index_bits)
+        packed |= np.arange(n, dtype=np.int64)
+        packed.sort()
+        packed &= (1 << index_bits) - 1
+        return packed
+    return np.argsort(codes, kind="quicksort")
+
+
 def connect(rem0, rank, lo, key_lo, key_mult, simplex_mult):
     """Pass 2 of the lattice: vertex indices of each feature's simplex, and the blur neighbours.
 
@@ -250,9 +319,9 @@ def connect(rem0, rank, lo, key_lo, key_mult, simplex_mult):
     """
     d = rem0.shape[1]
     codes = _simplex_codes(rem0, rank, lo, simplex_mult)
-    simplex_of, representative = _distinct_simplices(codes, np.argsort(codes, kind="quicksort"))
+    simplex_of, representative = _distinct_simplices(codes, sort_order(codes))
     corner_codes = _simplex_vertex_codes(rem0, rank, representative, key_lo, key_mult)
-    vertex_of, vertex_codes = _distinct_vertices(corner_codes, np.argsort(corner_codes, kind="quicksort"))
+    vertex_of, vertex_codes = _distinct_vertices(corner_codes, sort_order(corner_codes))
     offsets = _feature_offsets(simplex_of, vertex_of, d)
     # Along axis j: key - 1 except key[j] + d, and key + 1 except key[j] - d (j < d); along the
     # implied axis d every coordinate moves by one. The margin in key_lo keeps codes in range.
@@ -367,54 +436,78 @@ def kernel_norm(offsets, weights, neighbours, num_vertices, alpha):
     return norm
 
 
+# One two-label problem's active-set iterations: one channel, the pixels' values read from the
+# problem's N marginals (no gathered copies), lattice values in float64.
+
 @nb.njit(**_JIT)
-def splat_rows(offsets, weights, rows, values, sign, out):
-    """``out += sign * splat`` of the pixels ``rows`` with ``values`` (one per row) into M + 1 float64."""
+def splat_pixels(offsets, weights, rows, q, sign, out):
+    """``out += sign * splat`` of the pixels ``rows`` with values ``q[rows]`` into M + 1 float64."""
     k = offsets.shape[1]
     for t in range(rows.shape[0]):
         p = rows[t]
-        value = sign * np.float64(values[t])
+        value = sign * np.float64(q[p])
         for r in range(k):
             out[offsets[p, r]] += weights[p, r] * value
 
 
 @nb.njit(**_JIT)
-def splat_rows_masked(offsets, weights, rows, values, mask, sign, out):
-    """``out += sign * splat`` of the rows where ``mask`` is set."""
+def splat_pixels_masked(offsets, weights, rows, q, mask, out):
+    """``out += splat`` of the pixels ``rows[mask]`` (values ``q[row]``)."""
     k = offsets.shape[1]
     for t in range(rows.shape[0]):
         if mask[t]:
             p = rows[t]
-            value = sign * np.float64(values[t])
+            value = np.float64(q[p])
             for r in range(k):
                 out[offsets[p, r]] += weights[p, r] * value
 
 
 @nb.njit(**_JIT)
-def blur_vector(values, neighbours):
-    """:func:`blur` of one channel of M + 1 float64 lattice values."""
+def add_lattice_message(x, offsets, weights, neighbours, frozen, rows, q, factor, work, scratch):
+    """``x += factor * K (frozen + splat(rows, q[rows]))`` sliced at ``rows``.
+
+    ``work`` and ``scratch``: M + 1 float64 buffers (row M of ``scratch`` zero) reused across
+    iterations; the blur ping-pongs between them.
+    """
+    work[:] = frozen
+    splat_pixels(offsets, weights, rows, q, 1.0, work)
     axes, _, m = neighbours.shape
-    current = values.copy()
-    scratch = np.zeros_like(values)
+    current, other = work, scratch
     for j in range(axes):
         for v in range(m):
-            scratch[v] = current[v] + 0.5 * (current[neighbours[j, 0, v]] + current[neighbours[j, 1, v]])
-        current, scratch = scratch, current
-    return current
-
-
-@nb.njit(**_JIT)
-def slice_rows(offsets, weights, lattice_values, rows, factor):
-    """``factor * sum_r w_r * values[offset_r]`` at the pixels ``rows`` (float32)."""
+            other[v] = current[v] + 0.5 * (current[neighbours[j, 0, v]] + current[neighbours[j, 1, v]])
+        current, other = other, current
     k = offsets.shape[1]
-    out = np.empty(rows.shape[0], dtype=np.float32)
     for t in range(rows.shape[0]):
         p = rows[t]
         s = 0.0
         for r in range(k):
-            s += weights[p, r] * lattice_values[offsets[p, r]]
-        out[t] = np.float32(factor * s)
-    return out
+            s += weights[p, r] * current[offsets[p, r]]
+        x[t] += np.float32(factor * s)
+
+
+@nb.njit(**_JIT)
+def add_window_message(x, blurred, rows, cols, top, left, norm, factor):
+    """``x += blurred[row - top, col - left] * norm[pixel] * factor`` at the active pixels (a grid kernel's slice)."""
+    for t in range(rows.shape[0]):
+        r = rows[t]
+        c = cols[t]
+        x[t] += blurred[r - top, c - left] * norm[r, c] * factor
+
+
+@nb.njit(**_JIT)
+def settle_binary(x, q, rows, limit):
+    """``q[rows] = sigmoid(x)`` (float32); returns (mask of ``|x| > limit``, its count)."""
+    one = np.float32(1.0)
+    done = np.empty(rows.shape[0], dtype=np.bool_)
+    count = 0
+    for t in range(rows.shape[0]):
+        v = x[t]
+        q[rows[t]] = one / (one + np.float32(math.exp(-v)))
+        saturated = abs(v) > limit
+        done[t] = saturated
+        count += saturated
+    return done, count
 
 
 @nb.njit(**_JIT)
