@@ -501,6 +501,14 @@ def run_softmaxes(run_dir: Path, limit: int) -> tuple[list, list, list]:
     from pmm.nets.build import DEFAULT_TARGETS
 
     cfg = OmegaConf.load(config_path)
+    # The run's paths name Hydra's runtime (${hydra:runtime.cwd}), which only exists inside a run: put
+    # back the values that run had, from its .hydra/hydra.yaml.
+    hydra_file = run_dir / ".hydra" / "hydra.yaml"
+    if hydra_file.is_file():
+        runtime = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime") or {}
+        for key, value in (("root_dir", runtime.get("cwd")), ("output_dir", runtime.get("output_dir"))):
+            if value and OmegaConf.select(cfg, "paths") is not None:
+                cfg.paths[key] = str(value)
     try:
         spec = OmegaConf.to_container(cfg.data, resolve=True)
         cache_dir = OmegaConf.select(cfg, "paths.cache_dir")

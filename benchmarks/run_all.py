@@ -55,6 +55,12 @@ def crf_seg_section() -> str:
         raise SectionSkipped(str(error)) from None
 
 
+def crf_rough_section() -> str:
+    import bench_crf
+
+    return bench_crf.rough_section(backends=("pydensecrf", "fast"), repeats=2)
+
+
 def pipeline_section() -> str:
     import bench_pipeline
 
@@ -77,6 +83,7 @@ def scale_section() -> str:
 SECTIONS: dict[str, Callable[[], str]] = {
     "crf": crf_section,
     "crf_seg": crf_seg_section,
+    "crf_rough": crf_rough_section,
     "pipeline": pipeline_section,
     "quality": quality_section,
     "scale": scale_section,
