@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
@@ -356,6 +357,25 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     assert "cam_miou" in metrics and "interrupted" not in metrics
     assert "finished: cam" in (run / "report.html").read_text()
 
+
+
+@pytest.mark.slow
+def test_resuming_past_the_planned_epochs_is_one_line(tmp_path):
+    """A checkpoint of epoch 3 with cam.max_epochs=1 is refused before training, not with Lightning's traceback."""
+    run = tmp_path / "run"
+    args = ["stage=cam", "debug=default", "data.generate.num_train=8", "data.generate.num_val=4", "cam.scales=[1.0]",
+            "logger=none", f"hydra.run.dir={run}"]
+    trained = pmm_cli([*args, "cam.max_epochs=3"], tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    checkpoint = run / "checkpoints" / "cam" / "last.ckpt"
+    # last.ckpt is the last epoch's, whether or not that epoch had the best val/mAP (one step an epoch).
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    assert (saved["epoch"], saved["global_step"]) == (2, 3)
+    line = one_error_line(pmm_cli([*args, "cam.max_epochs=1", f"ckpt_path={checkpoint}"], tmp_path))
+    assert "has trained 3 epochs but this run plans 1" in line and "set cam.max_epochs to more than 3" in line, line
+    # One epoch more than the checkpoint's trains on from it.
+    resumed = pmm_cli([*args, "cam.max_epochs=4", f"ckpt_path={checkpoint}"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
 
 def test_interrupt_lines_name_the_stage_and_the_resume(tmp_path):
     from types import SimpleNamespace

@@ -294,3 +294,32 @@ def resume_checkpoint(cfg, stage: str) -> str | None:
     if cfg.stage == stage:
         raise PmmError(f"ckpt_path={cfg.ckpt_path}: a {found} checkpoint cannot resume stage={stage}; {HOW_TO_GET[stage]}")
     return None
+
+
+def resumed_epochs(checkpoint: dict) -> int | None:
+    """The epochs a checkpoint has trained: its fit loop's processed epochs (a checkpoint written at
+    an epoch's end counts that epoch), or ``epoch + 1`` when it holds no loop state."""
+    try:
+        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError, ValueError):
+        epoch = checkpoint.get("epoch") if isinstance(checkpoint, dict) else None
+        return int(epoch) + 1 if epoch is not None else None
+
+
+def ensure_resume_fits(path: str | None, max_epochs: int | None, key: str) -> None:
+    """Refuse, in one line, to resume from a checkpoint that has trained more epochs than planned.
+
+    Lightning would stop with a MisconfigurationException traceback (or, one epoch past the plan,
+    silently hand on weights trained longer than the config says); ``key`` is the setting that plans
+    the epochs (``cam.max_epochs``...). No check for iteration-based schedules (``-1``).
+    """
+    if not path or max_epochs is None or int(max_epochs) < 0:
+        return
+    checkpoint = read_pmm_checkpoint(Path(path), "ckpt_path", ANY_STAGE, resume=True)
+    done = resumed_epochs(checkpoint)
+    if done is not None and done > int(max_epochs):
+        raise PmmError(
+            f"ckpt_path={path}: the checkpoint has trained {done} epochs but this run plans {int(max_epochs)} "
+            f"({key} and the schedule); set {key} to more than {done} to train on from it, or drop ckpt_path "
+            "to start afresh"
+        )

@@ -27,10 +27,15 @@ def is_user_interrupt(stop: BaseException) -> bool:
 
 
 def _last_checkpoint(ctx: RunContext, stage: str, trainer) -> Path | None:
-    callback = getattr(trainer, "checkpoint_callback", None) if trainer is not None else None
-    saved = getattr(callback, "last_model_path", "") if callback is not None else ""
-    for candidate in (Path(saved) if saved else None, ctx.checkpoint_dir(stage) / "last.ckpt"):
-        if candidate is not None and candidate.is_file():
+    # The newest last.ckpt a checkpoint callback of the trainer wrote (callbacks.<stage>.last_checkpoint
+    # keeps it as its only "best" file; Lightning's save_last as last_model_path), else the stage's folder.
+    saved = []
+    for callback in getattr(trainer, "checkpoint_callbacks", None) or [] if trainer is not None else []:
+        saved.append(getattr(callback, "last_model_path", "") or "")
+        if getattr(callback, "monitor", None) is None and getattr(callback, "filename", None) == "last":
+            saved.append(getattr(callback, "best_model_path", "") or "")
+    for candidate in [Path(path) for path in saved if path] + [ctx.checkpoint_dir(stage) / "last.ckpt"]:
+        if candidate.is_file():
             return candidate.resolve()
     return None
 

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from pmm.cam.module import CAMModule
-from pmm.checkpoints import resume_checkpoint
+from pmm.checkpoints import ensure_resume_fits, resume_checkpoint
 from pmm.runtime.distributed import barrier
 from pmm.data.datasets import ClassificationDataset
 from pmm.runtime.loaders import loader
@@ -64,11 +64,13 @@ def train_cam(ctx: RunContext, checkpoint_dir: Path | None = None, resume: str |
     log.info("CAM stage: %s (%s, input %s) on %d train / %d val images, crop %d, %d epochs",
              cfg.cam_net.get("_target_", "CAMNet").rsplit(".", 1)[-1], cfg.cam_net.backbone, cfg.cam_net.get("input", "rgb"),
              len(train_set), len(val_set), crop, epochs)
+    resume = resume_checkpoint(ctx.cfg, "cam") if resume is True else resume
+    ensure_resume_fits(resume, epochs, "cam.max_epochs")
     trainer.fit(
         module,
         train_dataloaders=loader(train_set, batch, cfg.data.num_workers, shuffle=True, drop_last=len(train_set) > batch),
         val_dataloaders=loader(val_set, cfg.cam.infer_batch_size if same_size else 1, cfg.data.num_workers),
-        ckpt_path=resume_checkpoint(ctx.cfg, "cam") if resume is True else resume,
+        ckpt_path=resume,
     )
     return module
 

@@ -30,7 +30,7 @@ from hydra.utils import instantiate
 
 from pmm.cam.module import CAMModule
 from pmm.cam.crops import UNSURE
-from pmm.checkpoints import load_network, resume_checkpoint
+from pmm.checkpoints import ensure_resume_fits, load_network, resume_checkpoint
 from pmm.nets.build import build_cam_network
 from pmm.runtime.context import RunContext
 from pmm.crf import CRFParams
@@ -181,6 +181,7 @@ def run_multi_crop(ctx: RunContext, checkpoint: Path) -> dict:
     # The sampler hands the epoch to the items (workers included): crops depend on (seed, epoch, index) only.
     train_loader = seeded_loader(train_set, batch, cfg.data.num_workers, drop_last=len(train_set) > batch,
                                  sampler=EpochSampler(len(train_set), int(cfg.seed)))
+    ensure_resume_fits(resume, epochs, "cam.multi_crop.epochs")
     trainer.fit(module, train_dataloaders=train_loader,
                 val_dataloaders=loader(val_set, cfg.cam.infer_batch_size if same_size else 1, cfg.data.num_workers),
                 ckpt_path=resume)

@@ -9,7 +9,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from pmm.checkpoints import read_checkpoint, resume_checkpoint
+from pmm.checkpoints import ensure_resume_fits, read_checkpoint, resume_checkpoint
 from pmm.runtime.context import RunContext
 from pmm.crf import CRFParams
 from pmm.data.transforms import seg_pipeline
@@ -260,7 +260,9 @@ def run(ctx: RunContext) -> dict:
              cfg.segmenter.encoder, mask_dir or "ground truth",
              f"{cfg.seg.max_steps} steps" if schedule.get("max_steps") else f"{epochs} epochs", round_epochs,
              dict(cfg.seg.loss))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, "seg"))
+    resume = resume_checkpoint(cfg, "seg")
+    ensure_resume_fits(resume, epochs, "seg.max_epochs")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     ctx.record(seg_source=str(mask_dir) if mask_dir else "ground_truth", seg_loss=cfg.seg.loss.mode,
                seg_steps=int(trainer.global_step), seg_validated="trainer" not in validation,
                **best_validation(trainer, cfg))
