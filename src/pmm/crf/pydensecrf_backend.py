@@ -50,8 +50,11 @@ def check_available(key: str | None = None) -> None:
 
 def solve_one(image: np.ndarray, unary: np.ndarray, params: CRFParams) -> np.ndarray:
     """Mean-field marginals of one L x H x W unary stack with Krähenbühl & Koltun's Potts kernels."""
-    check_available()
-    import pydensecrf.densecrf as dcrf  # imported lazily: only this backend needs the C extension
+    try:
+        import pydensecrf.densecrf as dcrf  # imported lazily: only this backend needs the C extension
+    except ImportError:
+        check_available()  # the one-line error; checked only on failure, not once per CRF problem
+        raise
 
     num_labels, height, width = unary.shape
     crf = dcrf.DenseCRF2D(width, height, num_labels)
