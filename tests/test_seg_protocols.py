@@ -83,3 +83,29 @@ def test_shared_passes_equal_one_pass_per_protocol(photos, ms_scales):
     # The protocols are different predictions, not one map three times.
     assert any((s["ss"] != s["ms"]).any() for s in shared)
     assert any((s["ms"] != s["ms_crf"]).any() for s in shared)
+
+
+def test_threaded_crf_gives_the_masks_of_one_thread(photos, monkeypatch):
+    """The fast CRF refines a batch's images on several threads: each image alone, in order, so the
+    masks (relabelling with the labels, the protocols' ms_crf) equal a one-thread run's."""
+    import pmm.seg.inference as inference
+
+    net = ColourNet().eval()
+    plan = plan_protocols(TTAConfig(scales=(1.0,)), False, SEG_CRF, (0.75, 1.0), ["ss", "ms_crf"])
+    labels = [[1, 2], [3], [1, 3]]
+    assert inference.crf_threads(SEG_CRF, 3) == min(3, torch.get_num_threads())
+    assert inference.crf_threads(SEG_CRF.with_backend("pydensecrf"), 3) == 1  # it holds the GIL
+    assert inference.crf_threads(None, 3) == 1
+    runs = {}
+    for threads in (1, 3):
+        monkeypatch.setattr(inference, "crf_threads", lambda crf, count, n=threads: n)
+        runs[threads] = (segment_images(net, photos, labels, crf=SEG_CRF, batch_size=3),
+                         segment_images_protocols(net, photos, plan, batch_size=3))
+    for one, many in zip(runs[1][0], runs[3][0]):
+        np.testing.assert_array_equal(one, many)
+    for one, many in zip(runs[1][1], runs[3][1]):
+        for name in ("ss", "ms_crf"):
+            np.testing.assert_array_equal(one[name], many[name], err_msg=name)
+    # Restricted to each image's labels: no other class appears.
+    for mask, keep in zip(runs[3][0], labels):
+        assert set(np.unique(mask)) <= {0, *keep}

@@ -58,6 +58,32 @@ def restrict_to_labels(probs: np.ndarray, labels: Sequence[int]) -> np.ndarray:
     return restricted / np.clip(restricted.sum(axis=0, keepdims=True), 1e-8, None)
 
 
+# The CRF backends whose solver releases the GIL (numba nogil kernels): the images of a batch are
+# refined on several threads at once, each independently, so the masks do not depend on the count.
+THREADED_CRF_BACKENDS = ("fast",)
+
+
+def crf_threads(crf: CRFParams | bool | None, count: int) -> int:
+    """Threads for refining ``count`` images: torch's intra-op thread count (the cores the forward
+    passes use, idle while the CRF runs) for a GIL-free backend, else 1."""
+    if crf is None or crf is False or count < 2:
+        return 1
+    backend = SEG_CRF.backend if crf is True else crf.backend
+    if backend not in THREADED_CRF_BACKENDS:
+        return 1
+    return max(1, min(count, torch.get_num_threads()))
+
+
+def map_images(job, count: int, threads: int) -> list:
+    """``[job(i) for i in range(count)]``, on ``threads`` threads when more than one (order kept)."""
+    if threads <= 1:
+        return [job(i) for i in range(count)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(job, range(count)))
+
+
 def probs_to_mask(image: np.ndarray, probs: np.ndarray, crf: CRFParams | None = None) -> np.ndarray:
     """Label map from C x H x W probabilities, optionally refined by a dense CRF (``crf.seg``) over the classes in play."""
     if crf is None or crf is False:
@@ -89,12 +115,14 @@ def segment_images(
     ``crf`` (``crf.seg``) refines each averaged softmax with a dense CRF.
     """
     probs = predict_image_probs(net, images, tta, batch_size=batch_size, device=device)
-    masks = []
-    for position, image_probs in enumerate(probs):
+
+    def mask(position: int) -> np.ndarray:
+        image_probs = probs[position]
         if labels is not None:
             image_probs = restrict_to_labels(image_probs, labels[position])
-        masks.append(probs_to_mask(images[position], image_probs, crf=crf))
-    return masks
+        return probs_to_mask(images[position], image_probs, crf=crf)
+
+    return map_images(mask, len(probs), crf_threads(crf, len(probs)))
 
 
 def protocol_masks(image: np.ndarray, wanted: Sequence[str], ss_probs: np.ndarray | None,
@@ -146,8 +174,10 @@ def segment_images_protocols(net, images: list[np.ndarray], plan, batch_size: in
         ss = predict_image_probs(net, images, plan.ss_tta, batch_size=batch_size, device=device)
     if plan.headline == CUSTOM:
         custom = predict_image_probs(net, images, plan.headline_tta, batch_size=batch_size, device=device)
-    return [protocol_masks(images[i], plan.wanted, ss[i], ms[i], plan.crf, custom[i], plan.headline_crf)
-            for i in range(count)]
+    with_crf = "ms_crf" in plan.wanted or (plan.headline == CUSTOM and plan.headline_crf)
+    return map_images(lambda i: protocol_masks(images[i], plan.wanted, ss[i], ms[i], plan.crf, custom[i],
+                                               plan.headline_crf),
+                      count, crf_threads(plan.crf if with_crf else None, count))
 
 
 def predict_split_to_folder(
