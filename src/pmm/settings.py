@@ -226,7 +226,7 @@ class DataSettings(Node):
 
     scale_range: tuple[float, float] = numbers((0.7, 1.3), length=2, gt=0)
     batch_size: int = integer(16, ge=1)
-    num_workers: int = integer(2, ge=0)
+    num_workers: int = integer(0, ge=0)  # the embedded default's; data=voc / coco / folder: 2
     labels: str = choice("masks", "masks", "xml", "auto")
     generate: GenerateSettings = node(GenerateSettings)
 
@@ -375,6 +375,7 @@ class CAMSettings(TTASettings):
 
     max_epochs: int | None = integer(20, ge=1, nullable=True)
     lengthen_to_steps: int | None = integer(900, ge=0, nullable=True)
+    check_val_every_n_epoch: int = integer(5, ge=1)
     batch_size: int = integer(16, ge=1)
     global_batch_size: int | None = integer(None, ge=1, nullable=True)
     crop_size: int | None = integer(None, gt=0, nullable=True, multiple_of=CROP_MULTIPLE)
@@ -444,7 +445,8 @@ class SegSettings(Node):
     optimizer: OptimizerSettings = node(OptimizerSettings)
     loss: LossSettings = node(LossSettings)
     aux_weight: float = number(0.4, **NON_NEGATIVE)
-    check_val_every_n_epoch: int | None = integer(1, ge=1, nullable=True)  # null: every seg.val_check_interval steps
+    # null: once a cyclic round (its last epoch), or every seg.val_check_interval steps when that is set
+    check_val_every_n_epoch: int | None = integer(None, ge=1, nullable=True)
     val_check_interval: float | None = number(None, gt=0, nullable=True)
     val_pipeline: str = choice("single_scale", "single_scale", "eval")
 

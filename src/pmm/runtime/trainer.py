@@ -44,6 +44,14 @@ def build_callbacks(cfg: DictConfig, stage: str, **partials) -> list[pl.Callback
     return callbacks
 
 
+def inference_callbacks(cfg: DictConfig, stage: str) -> list[pl.Callback]:
+    """The callbacks of ``callbacks.<stage>`` that an inference trainer of that stage's network also
+    takes: its memory format, so that a network loaded from a checkpoint predicts as the trained one did."""
+    from pmm.runtime.memory_format import MemoryFormat
+
+    return [c for c in build_callbacks(cfg, stage) if isinstance(c, MemoryFormat)]
+
+
 def epochs_for_min_steps(max_epochs: int, min_steps: int | None, num_images: int, batch_size: int,
                          world_size: int = 1) -> int:
     """``max_epochs``, raised so that training makes at least ``min_steps`` optimiser steps.

@@ -60,7 +60,8 @@ def train_cam(ctx: RunContext, checkpoint_dir: Path | None = None, resume: str |
         for callback in callbacks:
             if isinstance(callback, ModelCheckpoint):
                 callback.dirpath = str(checkpoint_dir)
-    trainer = build_trainer(ctx, "cam", epochs, callbacks=callbacks)
+    trainer = build_trainer(ctx, "cam", epochs, callbacks=callbacks,
+                            check_val_every_n_epoch=int(cfg.cam.get("check_val_every_n_epoch", 1) or 1))
     log.info("CAM stage: %s (%s, input %s) on %d train / %d val images, crop %d, %d epochs",
              cfg.cam_net.get("_target_", "CAMNet").rsplit(".", 1)[-1], cfg.cam_net.backbone, cfg.cam_net.get("input", "rgb"),
              len(train_set), len(val_set), crop, epochs)

@@ -22,7 +22,7 @@ from pmm.errors import PmmError
 from pmm.io import load_cams, save_cams, write_json
 from pmm.runtime.context import RunContext
 from pmm.runtime.distributed import run_sharded
-from pmm.runtime.trainer import build_trainer
+from pmm.runtime.trainer import build_trainer, inference_callbacks
 from pmm.scoring.metrics import per_class_iou
 from pmm.scoring.sweep import ThresholdSweep
 
@@ -78,7 +78,8 @@ def infer_cams(ctx: RunContext, module: CAMModule, split_name: str, output: Path
     """
     split = ctx.split(split_name)
     output = Path(output) if output is not None else ctx.cams_dir(split_name)
-    trainer = build_trainer(ctx, "predict", 1, callbacks=[CAMWriter(output)], with_logger=False)
+    trainer = build_trainer(ctx, "predict", 1, callbacks=[CAMWriter(output), *inference_callbacks(ctx.cfg, "cam")],
+                            with_logger=False)
     dataset = InferenceDataset(split)
     trainer.predict(module, loader(dataset, ctx.cfg.cam.infer_batch_size, ctx.cfg.data.num_workers,
                                    collate_fn=list_collate), return_predictions=False)

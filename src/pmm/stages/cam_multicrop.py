@@ -173,7 +173,8 @@ def run_multi_crop(ctx: RunContext, checkpoint: Path) -> dict:
     batch = min(int(options.batch_size), len(train_set))
     same_size = len(set(ctx.val_split.image_sizes.values())) == 1
     epochs = int(options.epochs)
-    trainer = build_trainer(ctx, "cam", epochs)
+    trainer = build_trainer(ctx, "cam", epochs,
+                            check_val_every_n_epoch=int(cfg.cam.get("check_val_every_n_epoch", 1) or 1))
     log.info("multi-crop round: %s (%s) on %d train / %d val images, %s crops stretched to %d x %d, batch %d, "
              "%d epochs, lr %g", spec.get("_target_", "?").rsplit(".", 1)[-1],
              "fresh" if options.net is not None else f"from {checkpoint.name}", len(train_set), len(ctx.val_split),

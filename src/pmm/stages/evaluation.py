@@ -40,7 +40,7 @@ from pmm.seg.inference import segment_images, segment_images_protocols
 from pmm.seg.protocols import DEFAULT_MS_SCALES, PROTOCOLS, ProtocolPlan, plan_protocols
 from pmm.seg.module import SegModule
 from pmm.runtime.tracking import log_mask_panel
-from pmm.runtime.trainer import build_trainer
+from pmm.runtime.trainer import build_trainer, inference_callbacks
 from pmm.nets.tta import TTAConfig
 
 log = logging.getLogger("pmm")
@@ -124,7 +124,8 @@ def predict_split(ctx: RunContext, net, split, folder: Path, tta: TTAConfig, crf
     With ``plan``, every protocol's maps go to :func:`protocol_folders` of ``folder``.
     """
     folders = protocol_folders(plan, folder) if plan is not None else None
-    trainer = build_trainer(ctx, "predict", 1, callbacks=[MaskWriter(folder, folders)], with_logger=False)
+    trainer = build_trainer(ctx, "predict", 1, callbacks=[MaskWriter(folder, folders), *inference_callbacks(ctx.cfg, "seg")],
+                            with_logger=False)
     dataset = InferenceDataset(split)
     was_training = net.training
     net.eval()

@@ -175,6 +175,21 @@ def seg_schedule(ctx: RunContext, num_images: int, world_size: int = 1) -> tuple
     return round_epochs, round_epochs * rounds
 
 
+def validation_period(cfg, round_epochs: int) -> int | None:
+    """Lightning's ``check_val_every_n_epoch`` from ``seg.check_val_every_n_epoch``.
+
+    A number is used as it is. ``null`` with ``seg.val_check_interval`` is Lightning's "every that many
+    steps" (None); without it, once a cyclic round: after the epoch whose weights relabel the training
+    images (``cyclic.relabel_from=last``) and, the last time, after the epoch the eval protocols score.
+    """
+    every = cfg.seg.get("check_val_every_n_epoch")
+    if every is not None:
+        return int(every)
+    if cfg.seg.get("val_check_interval"):
+        return None
+    return int(round_epochs)
+
+
 def periodic_validation(ctx: RunContext) -> dict:
     """The split the segmenter validates on during training (the val ids with a ground-truth mask), and
     the trainer and callback settings that go without one: no validation, the last checkpoint kept, and
@@ -255,7 +270,7 @@ def run(ctx: RunContext) -> dict:
         schedule["val_check_interval"] = int(cfg.seg.val_check_interval)
     schedule.update(validation.get("trainer", {}))
     trainer = build_trainer(ctx, "seg", epochs, callbacks=callbacks, reload_dataloaders_every_n_epochs=1,
-                            check_val_every_n_epoch=cfg.seg.check_val_every_n_epoch, **schedule)
+                            check_val_every_n_epoch=validation_period(cfg, round_epochs), **schedule)
     log.info("segmentation stage: %s/%s on %s, %s (%d epochs a round), loss %s", cfg.segmenter.arch,
              cfg.segmenter.encoder, mask_dir or "ground truth",
              f"{cfg.seg.max_steps} steps" if schedule.get("max_steps") else f"{epochs} epochs", round_epochs,
