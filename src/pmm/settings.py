@@ -226,7 +226,7 @@ class DataSettings(Node):
 
     scale_range: tuple[float, float] = numbers((0.7, 1.3), length=2, gt=0)
     batch_size: int = integer(16, ge=1)
-    num_workers: int = integer(0, ge=0)  # the embedded default's; data=voc / coco / folder: 2
+    num_workers: int = integer(2, ge=0)
     labels: str = choice("masks", "masks", "xml", "auto")
     generate: GenerateSettings = node(GenerateSettings)
 

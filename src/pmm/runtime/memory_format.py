@@ -26,7 +26,7 @@ class MemoryFormat(pl.Callback):
         config_key: the config key named in the error of an unknown format.
     """
 
-    def __init__(self, memory_format: str = "channels_last", config_key: str = "callbacks.<stage>.memory_format") -> None:
+    def __init__(self, memory_format: str = "contiguous", config_key: str = "callbacks.<stage>.memory_format") -> None:
         from pmm.errors import PmmError
 
         if memory_format not in FORMATS:
