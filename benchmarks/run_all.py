@@ -73,10 +73,13 @@ def quality_section() -> str:
     return bench_quality.section()
 
 
+SCALE_N: int | None = None  # --scale-n: the N tree's size (None: bench_scale's default)
+
+
 def scale_section() -> str:
     import bench_scale
 
-    return bench_scale.section()
+    return bench_scale.section() if SCALE_N is None else bench_scale.section(n=SCALE_N)
 
 
 # name -> callable returning a markdown section; run in this order.
@@ -160,10 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", choices=sorted(SECTIONS), help="sections to run (default: all)")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--scale-n", type=int, default=None,
+                        help="images of the scale section's N tree (default: bench_scale's; 400 makes each step about a minute)")
     parser.add_argument("--update", action="store_true",
                         help="replace only the sections run in --out (each stamped with its own command, date and "
                              "commit) and keep the others as they were measured")
     args = parser.parse_args(argv)
+    global SCALE_N
+    SCALE_N = args.scale_n
     names = args.only or list(SECTIONS)
     started = time.perf_counter()
     header = [
