@@ -45,6 +45,18 @@ def test_memory_format_unknown_is_one_line():
         MemoryFormat("nhwc", config_key="callbacks.seg.memory_format")
 
 
+def test_inference_trainers_take_only_the_stages_memory_format(tmp_path):
+    """CAM inference and evaluation build the stage's memory-format callback, none of its checkpoint ones."""
+    from test_run_pipeline import make_cfg
+
+    from pmm.runtime.trainer import inference_callbacks
+
+    cfg = make_cfg(tmp_path, tmp_path / "data", ["callbacks.seg.memory_format.memory_format=channels_last"])
+    seg, cam = inference_callbacks(cfg, "seg"), inference_callbacks(cfg, "cam")
+    assert [type(c) for c in seg + cam] == [MemoryFormat, MemoryFormat]
+    assert (seg[0].memory_format, cam[0].memory_format) == ("channels_last", "contiguous")
+
+
 def test_channels_last_predicts_as_contiguous_up_to_rounding():
     from pmm.cam.net import CAMNet
     from pmm.seg.model import Segmenter

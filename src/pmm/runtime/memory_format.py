@@ -1,4 +1,4 @@
-"""The networks' memory format: a Lightning callback that puts a stage's module in channels-last.
+"""The networks' memory format: a Lightning callback that puts a stage's module in NCHW or channels-last.
 
 oneDNN (CPU) and cuDNN (GPU, especially with mixed precision) run convolutions natively on NHWC
 tensors; given NCHW ones they convert on every call. A convolution whose weight is channels-last
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
+
+from pmm.errors import PmmError
 
 __all__ = ["FORMATS", "MemoryFormat"]
 
@@ -27,8 +29,6 @@ class MemoryFormat(pl.Callback):
     """
 
     def __init__(self, memory_format: str = "contiguous", config_key: str = "callbacks.<stage>.memory_format") -> None:
-        from pmm.errors import PmmError
-
         if memory_format not in FORMATS:
             raise PmmError(f"{config_key}.memory_format={memory_format}: expected one of {' | '.join(FORMATS)}")
         self.memory_format = memory_format

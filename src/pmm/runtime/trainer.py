@@ -49,7 +49,11 @@ def inference_callbacks(cfg: DictConfig, stage: str) -> list[pl.Callback]:
     takes: its memory format, so that a network loaded from a checkpoint predicts as the trained one did."""
     from pmm.runtime.memory_format import MemoryFormat
 
-    return [c for c in build_callbacks(cfg, stage) if isinstance(c, MemoryFormat)]
+    nodes = (cfg.get("callbacks") or {}).get(stage) or {}
+    # Only those nodes are built: the stage's checkpoint and monitor callbacks have no place in inference.
+    return [hydra.utils.instantiate(node) for node in nodes.values()
+            if isinstance(node, DictConfig) and "_target_" in node and not node.get("_partial_")
+            and issubclass(hydra.utils.get_class(node._target_), MemoryFormat)]
 
 
 def epochs_for_min_steps(max_epochs: int, min_steps: int | None, num_images: int, batch_size: int,
